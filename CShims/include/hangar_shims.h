@@ -1,0 +1,216 @@
+// CShims: the small C layer under HangarSandbox. Mechanism only: every decision
+// (what to mount, which syscalls to allow, which ids to map) is made in Swift and
+// handed over in the structs below. Functions return 0 or a negative errno; they
+// never log.
+#ifndef HANGAR_SHIMS_H
+#define HANGAR_SHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- spawn (spawn.c) -------------------------------------------------------
+
+/// Steps of the child's setup; a failure is reported as {step, errno, detail}.
+enum hg_step {
+    HG_STEP_NONE = 0,
+    HG_STEP_CLONE = 1,
+    HG_STEP_SIGNALS = 2,
+    HG_STEP_ID_MAP = 3,       // parent side: setgroups, uid_map, gid_map
+    HG_STEP_IMAGE = 4,        // parent side: idmapped clone of the image
+    HG_STEP_HANDSHAKE = 5,
+    HG_STEP_CGROUP = 6,       // detail: index of the cgroup.procs fd
+    HG_STEP_CGROUP_NS = 7,
+    HG_STEP_IDENTITY = 8,     // setresgid/setresuid to root inside
+    HG_STEP_PRIVATE = 9,      // make / recursively private
+    HG_STEP_STAGING = 10,     // tmpfs for upper/work on the staging dir
+    HG_STEP_LOWER = 11,       // attach the idmapped image below the overlay
+    HG_STEP_OVERLAY = 12,
+    HG_STEP_MOUNT = 13,       // detail: index into hg_spawn_args.mounts
+    HG_STEP_READONLY_ROOT = 14,
+    HG_STEP_PIVOT = 15,
+    HG_STEP_HOSTNAME = 16,
+    HG_STEP_LOOPBACK = 17,
+    HG_STEP_SETSID = 18,
+    HG_STEP_FDS = 19,
+    HG_STEP_USER = 20,        // the final uid/gid inside
+    HG_STEP_WORKDIR = 21,
+    HG_STEP_PDEATHSIG = 22,
+    HG_STEP_CAPS = 23,
+    HG_STEP_NO_NEW_PRIVS = 24,
+    HG_STEP_SECCOMP = 25,
+    HG_STEP_EXEC_INIT = 26,
+    HG_STEP_EXEC = 27,        // reported by hangar-init: the command's execve
+    HG_STEP_INIT = 28,        // reported by hangar-init: its own setup (fork, ...)
+};
+
+/// One failure record, written to the report pipe. Mirrored by hangar-init.
+struct hg_report {
+    int32_t step;
+    int32_t error;   // errno
+    int32_t detail;  // index of the mount or fd concerned, or -1
+};
+_Static_assert(sizeof(struct hg_report) == 12, "hg_report is mirrored in Swift and hangar-init");
+
+enum hg_mount_kind {
+    /// A new filesystem: fsopen(source) + fsconfig(options) + fsmount(attrs), moved onto target.
+    HG_MOUNT_FS = 1,
+    /// A bind of a host path (resolved before pivot_root) onto target, with attrs.
+    HG_MOUNT_BIND = 2,
+    /// Re-mount target (already inside the new root) onto itself with attrs, e.g. read-only.
+    HG_MOUNT_REBIND = 3,
+    /// A symlink at target pointing to source.
+    HG_MOUNT_SYMLINK = 4,
+};
+
+enum hg_mount_flags {
+    /// A missing target (or, for REBIND, a missing source) is skipped, not an error.
+    HG_MOUNT_OPTIONAL = 1u << 0,
+    /// Create a missing target as a directory.
+    HG_MOUNT_MKDIR = 1u << 1,
+    /// Create a missing target as an empty file.
+    HG_MOUNT_MKFILE = 1u << 2,
+};
+
+/// One step of building the sandbox's file tree. Targets are relative to the new root
+/// and are resolved with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a symlink in
+/// the image at a mount point makes the spawn fail instead of mounting elsewhere.
+struct hg_mount {
+    int32_t kind;              // enum hg_mount_kind
+    uint32_t flags;            // enum hg_mount_flags
+    uint64_t attrs;            // MOUNT_ATTR_* for the new or re-bound mount
+    const char *source;        // fs type (FS), host path (BIND), link text (SYMLINK)
+    const char *target;        // relative path, no leading '/', at most PATH_MAX
+    const char *const *options;// FS: key, value pairs (value NULL = flag); NULL-terminated
+};
+
+/// Namespace flags for hg_spawn_args.clone_flags (the CLONE_NEW* values).
+enum hg_namespace {
+    HG_NS_MOUNT = 0x00020000,
+    HG_NS_CGROUP = 0x02000000,
+    HG_NS_UTS = 0x04000000,
+    HG_NS_IPC = 0x08000000,
+    HG_NS_USER = 0x10000000,
+    HG_NS_PID = 0x20000000,
+    HG_NS_NET = 0x40000000,
+};
+
+/// Everything the child needs, prepared by the parent while it may still allocate.
+struct hg_spawn_args {
+    // Root filesystem
+    const char *image;          // host path of the image (lower layer), opened by the parent
+    const char *staging;        // empty host directory; the child mounts a tmpfs over it
+    const char *staging_options;// tmpfs options for the staging mount: "size=...,nr_inodes=...,mode=0755"
+    const char *overlay_options;// "lowerdir=...,upperdir=...,workdir=..." under staging
+    const char *lower_dir;      // absolute paths under staging
+    const char *upper_dir;
+    const char *work_dir;
+    const char *root_dir;
+    int readonly_root;          // 1: the overlay root is re-mounted read-only after the mounts
+    const struct hg_mount *mounts;
+    size_t mount_count;
+
+    // Identity
+    const char *uid_map;        // "0 HOSTBASE COUNT\n"
+    const char *gid_map;
+    uint32_t uid;               // final uid/gid inside
+    uint32_t gid;
+    const char *hostname;
+
+    // Files and processes
+    int stdio[3];               // fds that become 0, 1, 2
+    const int *keep_fds;        // more fds for the command, in order from 3 (at most 64)
+    size_t keep_fd_count;       // the report fd becomes 3 + keep_fd_count in init
+    const int *cgroup_fds;      // open cgroup.procs files to join (write "0")
+    size_t cgroup_fd_count;
+    const char *workdir;        // inside the sandbox, absolute
+    int init_fd;                // executable fd (memfd) of hangar-init
+    char *const *argv;          // init's argv: the command comes after init's own arguments
+    char *const *envp;
+
+    // Confinement
+    const void *seccomp_filters;// concatenated struct sock_filter programs
+    const uint16_t *seccomp_lengths; // instructions per program
+    size_t seccomp_count;
+    int cap_last;               // highest capability number the kernel knows
+    int clone_flags;            // namespace flags (CLONE_NEW*; CLONE_NEWCGROUP is done by unshare)
+};
+
+struct hg_spawn_result {
+    pid_t pid;                  // host pid of the sandbox's init
+    int pidfd;                  // pidfd of init (close-on-exec)
+    int report_fd;              // read end: EOF once the command exec'd, or an hg_report
+    struct hg_report failure;   // step != 0 when the spawn failed in setup
+};
+
+/// Create a sandboxed child and exec hangar-init in it. Returns 0 when init runs (the
+/// caller then reads report_fd), or a negative errno with result->failure filled in.
+/// Spawns are serialized on one long-lived thread (it is the child's parent for
+/// PR_SET_PDEATHSIG), so this is safe to call from any thread.
+int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result);
+
+// ---- seccomp (seccomp.c) ---------------------------------------------------
+
+/// A compiled seccomp program (raw BPF).
+struct hg_bpf {
+    void *instructions;         // struct sock_filter[count], malloc'd
+    uint16_t count;
+};
+
+/// (args[arg] & mask) == value
+struct hg_seccomp_match {
+    uint32_t arg;               // 0..5
+    uint64_t mask;
+    uint64_t value;
+};
+
+/// One syscall rule: the action applies when every match holds (none: always). A
+/// syscall name unknown to this architecture is skipped.
+struct hg_seccomp_rule {
+    const char *name;
+    uint32_t action;            // SCMP_ACT_* value (allow, errno(n), kill)
+    uint32_t match_count;       // 0..2
+    struct hg_seccomp_match matches[2];
+};
+
+/// Compile rules into BPF for the native architecture. Other architectures (x32,
+/// the i386 entry on x86_64) hit bad_arch_action. Returns 0 or a negative errno;
+/// on -EINVAL *bad_rule names the rule that libseccomp refused.
+int hg_seccomp_compile(uint32_t default_action, uint32_t bad_arch_action,
+                       const struct hg_seccomp_rule *rules, size_t count,
+                       struct hg_bpf *out, size_t *bad_rule);
+void hg_bpf_free(struct hg_bpf *bpf);
+
+/// The syscall number of name on the native architecture, or a negative value.
+int hg_seccomp_resolve(const char *name);
+/// The name of syscall number nr on the native architecture, or NULL (caller frees).
+char *hg_seccomp_name(int nr);
+
+/// SCMP_ACT_* encodings, for Swift.
+uint32_t hg_seccomp_act_allow(void);
+uint32_t hg_seccomp_act_errno(uint16_t err);
+uint32_t hg_seccomp_act_kill_process(void);
+
+// ---- processes (process.c) -------------------------------------------------
+
+int hg_pidfd_open(pid_t pid);
+int hg_pidfd_send_signal(int pidfd, int sig);
+/// waitid(P_PIDFD) without blocking. Returns 1 and the status when the process ended,
+/// 0 while it runs, or a negative errno.
+int hg_pidfd_reap(int pidfd, int *code, int *by_signal);
+/// Copy the file at path into a sealed memfd that can be executed with execveat.
+int hg_sealed_exec_copy(const char *path, const char *name);
+/// The highest capability number of the running kernel.
+int hg_cap_last(void);
+/// The symbolic name of an errno value ("ENOENT"), or NULL.
+const char *hg_errno_name(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,63 @@
+// Processes: pidfds, and the sealed copy of hangar-init that every sandbox executes.
+#define _GNU_SOURCE
+#include "hangar_shims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int hg_pidfd_open(pid_t pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+int hg_pidfd_send_signal(int pidfd, int sig) {
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+int hg_pidfd_reap(int pidfd, int *code, int *by_signal) {
+    siginfo_t info = {0};
+    if (waitid(P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) < 0) return -errno;
+    if (info.si_pid == 0) return 0;
+    *by_signal = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
+    *code = info.si_status;
+    return 1;
+}
+
+int hg_sealed_exec_copy(const char *path, const char *name) {
+    int src = open(path, O_RDONLY | O_CLOEXEC);
+    if (src < 0) return -errno;
+    struct stat st;
+    int err = fstat(src, &st) < 0 ? -errno : 0;
+    int fd = -1;
+    if (err == 0 && (fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0) err = -errno;
+    for (off_t done = 0; err == 0 && done < st.st_size;) {
+        ssize_t n = sendfile(fd, src, NULL, (size_t)(st.st_size - done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) err = n < 0 ? -errno : -EIO;
+        else done += n;
+    }
+    if (err == 0 && fchmod(fd, 0555) < 0) err = -errno;
+    if (err == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) err = -errno;
+    close(src);
+    if (err != 0) {
+        if (fd >= 0) close(fd);
+        return err;
+    }
+    return fd;
+}
+
+int hg_cap_last(void) {
+    int bits = (int)cap_max_bits();
+    return bits > 0 ? bits - 1 : CAP_LAST_CAP;
+}
+
+const char *hg_errno_name(int err) { return strerrorname_np(err); }

@@ -1,0 +1,596 @@
+// The sandbox spawn: clone(CLONE_VM | CLONE_VFORK | namespaces) and the child's setup up
+// to execveat(hangar-init). Between clone and execve the child runs on the parent's
+// memory, so it only makes raw system calls on its own stack: no allocation, no locks,
+// no errno, no libc state. Every decision was made by the caller (see hangar_shims.h).
+#define _GNU_SOURCE
+#include "hangar_shims.h"
+#include "hg_syscall.h"
+#include "hg_worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <linux/securebits.h>
+#include <net/if.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define HG_CHILD_STACK (256 * 1024)
+#define HG_MAX_KEEP_FDS 64
+
+/// Shared between the spawning thread, the id-map thread and the child.
+struct spawn_ctx {
+    const struct hg_spawn_args *args;
+    int parent_sock;           // the id-map thread's end of the handshake socketpair
+    int child_sock;            // the child's end
+    int report_fd;             // write end of the report pipe
+    volatile pid_t child_tid;  // written by the kernel (CLONE_PARENT_SETTID)
+};
+
+/// Sent by the id-map thread to the child, with the image tree fd on success.
+struct handshake {
+    int32_t step;
+    int32_t error;
+};
+
+// ---- child -------------------------------------------------------------------
+
+static size_t hg_strlen(const char *s) {
+    size_t n = 0;
+    while (s[n] != 0) n++;
+    return n;
+}
+
+__attribute__((noreturn)) static void child_fail(int report_fd, int32_t step, long err, int32_t detail) {
+    struct hg_report r = {.step = step, .error = (int32_t)(err < 0 ? -err : err), .detail = detail};
+    HG_SYS3(__NR_write, report_fd, &r, sizeof r);
+    for (;;) HG_SYS1(__NR_exit_group, 127);
+}
+
+/// Open path beneath dirfd as O_PATH. Any symlink on the way, the last component
+/// included, fails with ELOOP: a mount point in an image is never followed elsewhere.
+static long open_beneath(int dirfd, const char *path, int extra_flags) {
+    struct open_how how = {
+        .flags = O_PATH | O_CLOEXEC | (uint64_t)extra_flags,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    return HG_SYS4(__NR_openat2, dirfd, path, &how, sizeof how);
+}
+
+/// Create the last component of target (a directory or an empty file) beneath rootfd.
+static long create_beneath(int rootfd, const char *target, int as_dir) {
+    char parent[PATH_MAX];
+    size_t len = hg_strlen(target);
+    if (len == 0 || len >= sizeof parent) return -ENAMETOOLONG;
+    size_t slash = len;
+    while (slash > 0 && target[slash - 1] != '/') slash--;
+    const char *leaf = target + slash;
+    long dirfd;
+    if (slash == 0) {
+        dirfd = HG_SYS3(__NR_fcntl, rootfd, F_DUPFD_CLOEXEC, 0);
+    } else {
+        for (size_t i = 0; i + 1 < slash; i++) parent[i] = target[i];
+        parent[slash - 1] = 0;
+        dirfd = open_beneath(rootfd, parent, O_DIRECTORY);
+    }
+    if (dirfd < 0) return dirfd;
+    long r;
+    if (as_dir) {
+        r = HG_SYS3(__NR_mkdirat, dirfd, leaf, 0755);
+    } else {
+        r = HG_SYS4(__NR_openat, dirfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (r >= 0) r = HG_SYS1(__NR_close, r);
+    }
+    HG_SYS1(__NR_close, dirfd);
+    return r == -EEXIST ? 0 : r;
+}
+
+/// Resolve (and, if asked, create) the target of a mount. Returns an O_PATH fd,
+/// -ENOENT for a missing optional target, or another negative errno.
+static long mount_target(int rootfd, const struct hg_mount *m) {
+    long fd = open_beneath(rootfd, m->target, 0);
+    if (fd == -ENOENT && (m->flags & (HG_MOUNT_MKDIR | HG_MOUNT_MKFILE))) {
+        long r = create_beneath(rootfd, m->target, (m->flags & HG_MOUNT_MKDIR) != 0);
+        if (r < 0) return r;
+        fd = open_beneath(rootfd, m->target, 0);
+    }
+    return fd;
+}
+
+static long attach(long treefd, long targetfd) {
+    return HG_SYS5(__NR_move_mount, treefd, "", targetfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+}
+
+static long set_attrs(long treefd, uint64_t attrs) {
+    if (attrs == 0) return 0;
+    struct mount_attr attr = {.attr_set = attrs};
+    return HG_SYS5(__NR_mount_setattr, treefd, "", AT_EMPTY_PATH, &attr, sizeof attr);
+}
+
+static long do_mount(int rootfd, const struct hg_mount *m) {
+    if (m->kind == HG_MOUNT_SYMLINK) {
+        long r = HG_SYS3(__NR_symlinkat, m->source, rootfd, m->target);
+        return r == -EEXIST ? 0 : r;
+    }
+    long target = mount_target(rootfd, m);
+    if (target < 0) return (target == -ENOENT && (m->flags & HG_MOUNT_OPTIONAL)) ? 0 : target;
+
+    long tree = -EINVAL;
+    if (m->kind == HG_MOUNT_FS) {
+        long fs = HG_SYS2(__NR_fsopen, m->source, FSOPEN_CLOEXEC);
+        if (fs < 0) {
+            tree = fs;
+        } else {
+            long r = 0;
+            for (const char *const *o = m->options; o != NULL && o[0] != NULL && r >= 0; o += 2) {
+                r = o[1] != NULL ? HG_SYS5(__NR_fsconfig, fs, FSCONFIG_SET_STRING, o[0], o[1], 0)
+                                 : HG_SYS5(__NR_fsconfig, fs, FSCONFIG_SET_FLAG, o[0], NULL, 0);
+            }
+            if (r >= 0) r = HG_SYS5(__NR_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+            tree = r >= 0 ? HG_SYS3(__NR_fsmount, fs, FSMOUNT_CLOEXEC, m->attrs) : r;
+            HG_SYS1(__NR_close, fs);
+        }
+    } else if (m->kind == HG_MOUNT_BIND) {
+        tree = HG_SYS3(__NR_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree >= 0) {
+            long r = set_attrs(tree, m->attrs);
+            if (r < 0) {
+                HG_SYS1(__NR_close, tree);
+                tree = r;
+            }
+        }
+    } else if (m->kind == HG_MOUNT_REBIND) {
+        tree = HG_SYS3(__NR_open_tree, target, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+        if (tree >= 0) {
+            long r = set_attrs(tree, m->attrs);
+            if (r < 0) {
+                HG_SYS1(__NR_close, tree);
+                tree = r;
+            }
+        }
+    }
+    long r = tree;
+    if (tree >= 0) {
+        r = attach(tree, target);
+        HG_SYS1(__NR_close, tree);
+    }
+    HG_SYS1(__NR_close, target);
+    return r;
+}
+
+static long loopback_up(void) {
+    long s = HG_SYS3(__NR_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return s;
+    struct ifreq ifr;
+    char *p = (char *)&ifr;
+    for (size_t i = 0; i < sizeof ifr; i++) p[i] = 0;
+    ifr.ifr_name[0] = 'l';
+    ifr.ifr_name[1] = 'o';
+    long r = HG_SYS3(__NR_ioctl, s, SIOCGIFFLAGS, &ifr);
+    if (r >= 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        r = HG_SYS3(__NR_ioctl, s, SIOCSIFFLAGS, &ifr);
+    }
+    HG_SYS1(__NR_close, s);
+    return r;
+}
+
+/// Move stdio and the declared fds to 0.. and the report and init fds right after
+/// them (close-on-exec), then close everything else. Returns the new report fd.
+static long arrange_fds(const struct hg_spawn_args *a, int report_fd, int *init_fd) {
+    int sources[3 + HG_MAX_KEEP_FDS + 2];
+    size_t n = 0;
+    for (int i = 0; i < 3; i++) sources[n++] = a->stdio[i];
+    for (size_t i = 0; i < a->keep_fd_count; i++) sources[n++] = a->keep_fds[i];
+    sources[n++] = report_fd;
+    sources[n++] = a->init_fd;
+    int base = (int)n + 3;
+    for (size_t i = 0; i < n; i++) {
+        long high = HG_SYS3(__NR_fcntl, sources[i], F_DUPFD_CLOEXEC, base);
+        if (high < 0) return high;
+        sources[i] = (int)high;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int cloexec = i >= n - 2 ? O_CLOEXEC : 0;
+        long r = HG_SYS3(__NR_dup3, sources[i], (long)i, cloexec);
+        if (r < 0) return r;
+    }
+    long r = HG_SYS3(__NR_close_range, (unsigned)n, ~0u, 0);
+    if (r < 0) return r;
+    *init_fd = (int)n - 1;
+    return (long)n - 2;
+}
+
+static long drop_capabilities(int cap_last) {
+    long r = HG_SYS5(__NR_prctl, PR_SET_SECUREBITS,
+                     SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                         SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+                         SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+                     0, 0, 0);
+    if (r < 0) return r;
+    for (int cap = 0; cap <= cap_last; cap++) {
+        r = HG_SYS5(__NR_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+        if (r < 0 && r != -EINVAL) return r;
+    }
+    r = HG_SYS5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (r < 0) return r;
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        data[i].effective = 0;
+        data[i].permitted = 0;
+        data[i].inheritable = 0;
+    }
+    return HG_SYS2(__NR_capset, &header, data);
+}
+
+static int child_main(void *opaque) {
+    struct spawn_ctx *ctx = opaque;
+    const struct hg_spawn_args *a = ctx->args;
+    int report = ctx->report_fd;
+    long r;
+
+    // Signal handlers of the parent must not run here: reset every disposition.
+    // All signals stay blocked (the parent blocked them before clone) until exec.
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 1; sig < 65; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        r = HG_SYS4(__NR_rt_sigaction, sig, &dfl, NULL, 8);
+        if (r < 0 && r != -EINVAL) child_fail(report, HG_STEP_SIGNALS, r, sig);
+    }
+
+    // Handshake: the id-map thread writes our maps and sends the idmapped image.
+    char hello = 'h';
+    r = hg_sys6(__NR_sendto, ctx->child_sock, (long)&hello, 1, MSG_NOSIGNAL, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_HANDSHAKE, r, -1);
+    struct handshake hs = {0, 0};
+    struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    r = HG_SYS3(__NR_recvmsg, ctx->child_sock, &msg, MSG_CMSG_CLOEXEC);
+    if (r != (long)sizeof hs) child_fail(report, HG_STEP_HANDSHAKE, r < 0 ? r : -EPROTO, -1);
+    if (hs.step != 0) child_fail(report, hs.step, hs.error, -1);
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    if (cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS) child_fail(report, HG_STEP_HANDSHAKE, -EPROTO, -1);
+    int image_tree;
+    __builtin_memcpy(&image_tree, CMSG_DATA(cmsg), sizeof image_tree);
+    HG_SYS1(__NR_close, ctx->child_sock);
+
+    // cgroups: join while still holding host credentials, then make the cgroup the
+    // root of a new cgroup namespace.
+    for (size_t i = 0; i < a->cgroup_fd_count; i++) {
+        r = HG_SYS3(__NR_write, a->cgroup_fds[i], "0", 1);
+        if (r < 0) child_fail(report, HG_STEP_CGROUP, r, (int32_t)i);
+    }
+    r = HG_SYS1(__NR_unshare, CLONE_NEWCGROUP);
+    if (r < 0) child_fail(report, HG_STEP_CGROUP_NS, r, -1);
+
+    // Become root of the new user namespace: mounts made from here are owned by it.
+    r = HG_SYS3(__NR_setresgid, 0, 0, 0);
+    if (r >= 0) r = HG_SYS3(__NR_setresuid, 0, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_IDENTITY, r, -1);
+
+    r = HG_SYS5(__NR_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+    if (r < 0) child_fail(report, HG_STEP_PRIVATE, r, -1);
+
+    // The root: overlay of the idmapped image (read-only) and a tmpfs upper.
+    r = HG_SYS5(__NR_mount, "tmpfs", a->staging, "tmpfs", MS_NOSUID | MS_NODEV, a->staging_options);
+    if (r < 0) child_fail(report, HG_STEP_STAGING, r, -1);
+    const char *dirs[4] = {a->lower_dir, a->upper_dir, a->work_dir, a->root_dir};
+    for (int i = 0; i < 4; i++) {
+        r = HG_SYS3(__NR_mkdirat, AT_FDCWD, dirs[i], 0755);
+        if (r < 0) child_fail(report, HG_STEP_STAGING, r, i);
+    }
+    r = HG_SYS5(__NR_move_mount, image_tree, "", AT_FDCWD, a->lower_dir, MOVE_MOUNT_F_EMPTY_PATH);
+    if (r < 0) child_fail(report, HG_STEP_LOWER, r, -1);
+    HG_SYS1(__NR_close, image_tree);
+    r = HG_SYS5(__NR_mount, "overlay", a->root_dir, "overlay", MS_NOSUID | MS_NODEV, a->overlay_options);
+    if (r < 0) child_fail(report, HG_STEP_OVERLAY, r, -1);
+    long rootfd = HG_SYS4(__NR_openat, AT_FDCWD, a->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (rootfd < 0) child_fail(report, HG_STEP_OVERLAY, rootfd, -1);
+
+    // /proc, /dev and the rest, before pivot_root (proc cannot be mounted after it
+    // inside a user namespace).
+    for (size_t i = 0; i < a->mount_count; i++) {
+        r = do_mount((int)rootfd, &a->mounts[i]);
+        if (r < 0) child_fail(report, HG_STEP_MOUNT, r, (int32_t)i);
+    }
+    if (a->readonly_root) {
+        r = set_attrs(rootfd, MOUNT_ATTR_RDONLY);
+        if (r < 0) child_fail(report, HG_STEP_READONLY_ROOT, r, -1);
+    }
+
+    r = HG_SYS1(__NR_fchdir, rootfd);
+    if (r >= 0) r = HG_SYS2(__NR_pivot_root, ".", ".");
+    if (r >= 0) r = HG_SYS2(__NR_umount2, ".", MNT_DETACH);
+    if (r >= 0) r = HG_SYS1(__NR_chdir, "/");
+    if (r < 0) child_fail(report, HG_STEP_PIVOT, r, -1);
+    HG_SYS1(__NR_close, rootfd);
+
+    if (a->hostname != NULL) {
+        r = HG_SYS2(__NR_sethostname, a->hostname, hg_strlen(a->hostname));
+        if (r < 0) child_fail(report, HG_STEP_HOSTNAME, r, -1);
+    }
+    if (a->clone_flags & CLONE_NEWNET) {
+        r = loopback_up();
+        if (r < 0) child_fail(report, HG_STEP_LOOPBACK, r, -1);
+    }
+    r = HG_SYS0(__NR_setsid);
+    if (r < 0) child_fail(report, HG_STEP_SETSID, r, -1);
+
+    int init_fd = -1;
+    r = arrange_fds(a, report, &init_fd);
+    if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
+    report = (int)r;
+
+    if (a->gid != 0 || a->uid != 0) {
+        r = HG_SYS3(__NR_setresgid, a->gid, a->gid, a->gid);
+        if (r >= 0) r = HG_SYS3(__NR_setresuid, a->uid, a->uid, a->uid);
+        if (r < 0) child_fail(report, HG_STEP_USER, r, -1);
+    }
+    if (a->workdir != NULL) {
+        r = HG_SYS1(__NR_chdir, a->workdir);
+        if (r < 0) child_fail(report, HG_STEP_WORKDIR, r, -1);
+    }
+    // After the last credential change, which would clear it.
+    r = HG_SYS5(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_PDEATHSIG, r, -1);
+
+    r = drop_capabilities(a->cap_last);
+    if (r < 0) child_fail(report, HG_STEP_CAPS, r, -1);
+    r = HG_SYS5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_NO_NEW_PRIVS, r, -1);
+    const struct sock_filter *filter = a->seccomp_filters;
+    for (size_t i = 0; i < a->seccomp_count; i++) {
+        struct sock_fprog prog = {.len = a->seccomp_lengths[i], .filter = (struct sock_filter *)filter};
+        r = HG_SYS5(__NR_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+        if (r < 0) child_fail(report, HG_STEP_SECCOMP, r, (int32_t)i);
+        filter += a->seccomp_lengths[i];
+    }
+
+    // hangar-init inherits the report fd to tell whether the command itself exec'd.
+    uint64_t none = 0;
+    HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    HG_SYS3(__NR_fcntl, report, F_SETFD, 0);
+    r = HG_SYS5(__NR_execveat, init_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
+    HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &(uint64_t){~0ull}, NULL, 8);
+    child_fail(report, HG_STEP_EXEC_INIT, r, -1);
+}
+
+// ---- id-map thread -------------------------------------------------------------
+
+static int write_proc_file(pid_t pid, const char *name, const char *text) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    int err = n < 0 ? -errno : (n == (ssize_t)len ? 0 : -EIO);
+    close(fd);
+    return err;
+}
+
+/// The image as a detached, read-only mount whose owners are mapped through the
+/// child's user namespace: files owned by host root appear owned by root inside.
+static int idmapped_image(pid_t pid, const char *image, int *tree_out) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+    int userns = open(path, O_RDONLY | O_CLOEXEC);
+    if (userns < 0) return -errno;
+    int tree = (int)syscall(__NR_open_tree, AT_FDCWD, image, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    int err = tree < 0 ? -errno : 0;
+    if (err == 0) {
+        struct mount_attr attr = {
+            .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            .userns_fd = (uint64_t)userns,
+        };
+        if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+            err = -errno;
+            close(tree);
+        }
+    }
+    close(userns);
+    if (err == 0) *tree_out = tree;
+    return err;
+}
+
+/// Runs on the id-map thread while the spawning thread is frozen in clone: waits for
+/// the child's hello, writes its id maps, and sends it the idmapped image (or the
+/// step that failed).
+static void map_ids(void *opaque) {
+    struct spawn_ctx *ctx = opaque;
+    const struct hg_spawn_args *a = ctx->args;
+    char hello;
+    ssize_t n;
+    do {
+        n = recv(ctx->parent_sock, &hello, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) return;  // the child died before its hello, or clone failed
+    pid_t pid = ctx->child_tid;
+
+    struct handshake hs = {0, 0};
+    int tree = -1;
+    int err = write_proc_file(pid, "setgroups", "deny");
+    if (err == 0) err = write_proc_file(pid, "uid_map", a->uid_map);
+    if (err == 0) err = write_proc_file(pid, "gid_map", a->gid_map);
+    if (err != 0) {
+        hs = (struct handshake){HG_STEP_ID_MAP, -err};
+    } else if ((err = idmapped_image(pid, a->image, &tree)) != 0) {
+        hs = (struct handshake){HG_STEP_IMAGE, -err};
+    }
+
+    struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (tree >= 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &tree, sizeof tree);
+    }
+    while (sendmsg(ctx->parent_sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+    if (tree >= 0) close(tree);
+}
+
+// ---- the spawning thread ---------------------------------------------------------
+
+struct spawn_job {
+    const struct hg_spawn_args *args;
+    struct hg_spawn_result *result;
+    int status;
+};
+
+static struct hg_worker spawner = HG_WORKER_INIT;
+static struct hg_worker mapper = HG_WORKER_INIT;
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *child_stack;
+
+static int fail(struct hg_spawn_result *res, int32_t step, int err) {
+    res->failure = (struct hg_report){.step = step, .error = err, .detail = -1};
+    return -err;
+}
+
+/// Reads a failure record the child left before exiting, if any.
+static int read_failure(int fd, struct hg_report *out) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    ssize_t n = read(fd, out, sizeof *out);
+    return n == (ssize_t)sizeof *out && out->step != 0;
+}
+
+static void run_spawn(void *opaque) {
+    struct spawn_job *job = opaque;
+    const struct hg_spawn_args *a = job->args;
+    struct hg_spawn_result *res = job->result;
+    *res = (struct hg_spawn_result){.pid = -1, .pidfd = -1, .report_fd = -1};
+
+    if (a->keep_fd_count > HG_MAX_KEEP_FDS) {
+        job->status = fail(res, HG_STEP_FDS, E2BIG);
+        return;
+    }
+    if (child_stack == NULL) {
+        void *stack = mmap(NULL, HG_CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+            job->status = fail(res, HG_STEP_CLONE, errno);
+            return;
+        }
+        child_stack = stack;
+    }
+    int sockets[2], pipe_fds[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets) < 0) {
+        job->status = fail(res, HG_STEP_CLONE, errno);
+        return;
+    }
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
+        int err = errno;
+        close(sockets[0]);
+        close(sockets[1]);
+        job->status = fail(res, HG_STEP_CLONE, err);
+        return;
+    }
+    struct spawn_ctx ctx = {
+        .args = a, .parent_sock = sockets[0], .child_sock = sockets[1], .report_fd = pipe_fds[1], .child_tid = 0};
+
+    int posted = hg_worker_post(&mapper, map_ids, &ctx);
+    if (posted < 0) {
+        close(sockets[0]);
+        close(sockets[1]);
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        job->status = fail(res, HG_STEP_CLONE, -posted);
+        return;
+    }
+    // The child shares our memory until exec: no handler of ours may run in it.
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    int flags = (a->clone_flags & ~CLONE_NEWCGROUP) | CLONE_NEWUSER | CLONE_VM | CLONE_VFORK |
+                CLONE_PARENT_SETTID | SIGCHLD;
+    pid_t pid = clone(child_main, (char *)child_stack + HG_CHILD_STACK, flags, &ctx, &ctx.child_tid);
+    int clone_err = pid < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+
+    // Our copies of the child's ends: after this the id-map thread sees EOF if the
+    // child never said hello.
+    close(sockets[1]);
+    close(pipe_fds[1]);
+    hg_worker_wait(&mapper);
+    close(sockets[0]);
+
+    if (pid < 0) {
+        close(pipe_fds[0]);
+        job->status = fail(res, HG_STEP_CLONE, clone_err);
+        return;
+    }
+    struct hg_report failure;
+    if (read_failure(pipe_fds[0], &failure)) {
+        siginfo_t info;
+        while (waitid(P_PID, (id_t)pid, &info, WEXITED) < 0 && errno == EINTR) {
+        }
+        close(pipe_fds[0]);
+        res->failure = failure;
+        job->status = -failure.error;
+        return;
+    }
+    int pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        int err = errno;
+        kill(pid, SIGKILL);
+        siginfo_t info;
+        while (waitid(P_PID, (id_t)pid, &info, WEXITED) < 0 && errno == EINTR) {
+        }
+        close(pipe_fds[0]);
+        job->status = fail(res, HG_STEP_CLONE, err);
+        return;
+    }
+    res->pid = pid;
+    res->pidfd = pidfd;
+    res->report_fd = pipe_fds[0];
+    job->status = 0;
+}
+
+int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result) {
+    struct spawn_job job = {.args = args, .result = result, .status = 0};
+    pthread_mutex_lock(&spawn_lock);
+    int posted = hg_worker_post(&spawner, run_spawn, &job);
+    if (posted < 0) {
+        job.status = fail(result, HG_STEP_CLONE, -posted);
+    } else {
+        hg_worker_wait(&spawner);
+    }
+    pthread_mutex_unlock(&spawn_lock);
+    return job.status;
+}

@@ -1,0 +1,39 @@
+# Hangar. The two commands: `make dev` and `make test` (as root).
+SWIFT ?= swift
+IMAGES ?= images
+HANGAR := .build/debug/hangar
+export HANGAR_IMAGES := $(CURDIR)/$(IMAGES)
+
+.PHONY: dev test build deps images bench release clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+images: $(IMAGES)/busybox/.built $(IMAGES)/python/.built
+
+# An image is rebuilt only when its recipe changes; building twice is a no-op.
+$(IMAGES)/busybox/.built: rootfs/busybox/build.sh | deps
+	bash rootfs/busybox/build.sh $(IMAGES)/busybox
+	touch $@
+
+$(IMAGES)/python/.built: rootfs/python/build.sh rootfs/lib/debian-mirror.sh | deps
+	bash rootfs/python/build.sh $(IMAGES)/python
+	touch $@
+
+test: build images
+	$(SWIFT) test --no-parallel
+
+dev: build images
+	@bash scripts/demo.sh $(HANGAR)
+
+bench: release images
+	.build/release/hangar bench spawn --runs 500
+
+clean:
+	rm -rf .build $(IMAGES)

@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "hangar",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "hangar", targets: ["hangar"]),
+        .executable(name: "hangar-init", targets: ["hangar-init"]),
+        .library(name: "HangarSandbox", targets: ["HangarSandbox"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "CShims",
+            path: "CShims",
+            exclude: ["init"],
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-fno-stack-protector"])],
+            linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]
+        ),
+        .executableTarget(
+            name: "hangar-init",
+            path: "CShims/init",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
+        .target(name: "HangarCore", swiftSettings: strictness),
+        .target(
+            name: "HangarSandbox",
+            dependencies: [
+                "CShims", "HangarCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictness
+        ),
+        .executableTarget(
+            name: "hangar",
+            dependencies: [
+                "HangarCore", "HangarSandbox",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictness
+        ),
+        .target(
+            name: "HangarTestSupport",
+            dependencies: ["HangarCore", "HangarSandbox"],
+            path: "Tests/HangarTestSupport",
+            swiftSettings: strictness
+        ),
+        .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "HangarSandboxTests",
+            dependencies: ["HangarSandbox", "HangarCore", "HangarTestSupport"],
+            swiftSettings: strictness
+        ),
+    ]
+)

@@ -1,0 +1,109 @@
+/// A validation failure of an identifier or another value read from outside.
+public struct InvalidValue: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What was being parsed, e.g. "image name".
+    public var what: String
+    /// The offending input, shortened for display.
+    public var input: String
+    /// Why it was refused.
+    public var reason: String
+
+    /// Creates the error; the input is cut to 64 characters.
+    public init(what: String, input: String, reason: String) {
+        self.what = what
+        self.input = input.count > 64 ? String(input.prefix(64)) + "…" : input
+        self.reason = reason
+    }
+
+    public var description: String { "invalid \(what) \"\(input)\": \(reason)" }
+}
+
+/// Checks the charset and length shared by every Hangar name.
+private func validateName(
+    _ value: String, what: String, maxLength: Int, allowed: (Unicode.Scalar) -> Bool
+) throws(InvalidValue) {
+    if value.isEmpty { throw InvalidValue(what: what, input: value, reason: "must not be empty") }
+    if value.utf8.count > maxLength {
+        throw InvalidValue(what: what, input: value, reason: "longer than \(maxLength) bytes")
+    }
+    if let bad = value.unicodeScalars.first(where: { !allowed($0) }) {
+        throw InvalidValue(what: what, input: value, reason: "character \"\(bad.escaped(asASCII: true))\" is not allowed")
+    }
+}
+
+private func isLowerAlnum(_ c: Unicode.Scalar) -> Bool {
+    ("a"..."z").contains(c) || ("0"..."9").contains(c)
+}
+
+/// The name of an image: lowercase letters, digits, '-', '_' and '.', starting with a
+/// letter or digit, at most 64 bytes. It names a directory, so it can never be a path.
+public struct ImageName: Hashable, Sendable, CustomStringConvertible {
+    /// The validated name.
+    public let rawValue: String
+
+    /// Validates `rawValue`.
+    public init(_ rawValue: String) throws(InvalidValue) {
+        try validateName(rawValue, what: "image name", maxLength: 64) {
+            isLowerAlnum($0) || $0 == "-" || $0 == "_" || $0 == "."
+        }
+        guard let first = rawValue.unicodeScalars.first, isLowerAlnum(first) else {
+            throw InvalidValue(what: "image name", input: rawValue, reason: "must start with a letter or a digit")
+        }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
+/// The id of one sandbox: "sb-" and 16 lowercase hex digits.
+public struct SandboxID: Hashable, Sendable, CustomStringConvertible {
+    /// The validated id.
+    public let rawValue: String
+
+    /// Validates an id read from outside.
+    public init(_ rawValue: String) throws(InvalidValue) {
+        try validateName(rawValue, what: "sandbox id", maxLength: 19) {
+            isLowerAlnum($0) || $0 == "-"
+        }
+        guard rawValue.hasPrefix("sb-"), rawValue.utf8.count == 19,
+            rawValue.dropFirst(3).unicodeScalars.allSatisfy({ $0.properties.isASCIIHexDigit && !("A"..."F").contains($0) })
+        else {
+            throw InvalidValue(what: "sandbox id", input: rawValue, reason: "expected sb- and 16 hex digits")
+        }
+        self.rawValue = rawValue
+    }
+
+    /// A new random id.
+    public static func random() -> SandboxID {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        // swift-format-ignore
+        return try! SandboxID("sb-" + String(repeating: "0", count: 16 - hex.count) + hex)
+    }
+
+    public var description: String { rawValue }
+}
+
+/// A hostname as the kernel accepts it in a UTS namespace and resolvers expect it:
+/// RFC 1123 labels, at most 64 bytes.
+public struct Hostname: Hashable, Sendable, CustomStringConvertible {
+    /// The validated hostname.
+    public let rawValue: String
+
+    /// Validates `rawValue`.
+    public init(_ rawValue: String) throws(InvalidValue) {
+        try validateName(rawValue, what: "hostname", maxLength: 64) {
+            isLowerAlnum($0) || ("A"..."Z").contains($0) || $0 == "-" || $0 == "."
+        }
+        for label in rawValue.split(separator: ".", omittingEmptySubsequences: false) {
+            if label.isEmpty || label.utf8.count > 63 || label.hasPrefix("-") || label.hasSuffix("-") {
+                throw InvalidValue(
+                    what: "hostname", input: rawValue,
+                    reason: "each dot-separated label must be 1 to 63 characters, not starting or ending with '-'")
+            }
+        }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}

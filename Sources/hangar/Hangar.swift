@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Hangar: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hangar",
+        abstract: "Run one isolated, stateful process per key.",
+        subcommands: [Run.self, Bench.self]
+    )
+}

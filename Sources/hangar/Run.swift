@@ -1,0 +1,151 @@
+import ArgumentParser
+import Dispatch
+import Glibc
+import HangarCore
+import HangarSandbox
+import Logging
+
+/// `hangar run`: one command in a fresh sandbox, stdio attached.
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command in a fresh sandbox and exit with its status.",
+        discussion: """
+            Everything the sandbox creates (upper layer, mounts, namespaces, cgroups) is removed when \
+            the command ends, also when it is killed or hangar receives SIGINT or SIGTERM, which are \
+            passed on to the command first.
+            """
+    )
+
+    @Option(name: .long, help: "The image to run (a folder of the image store).")
+    var image: String = "busybox"
+
+    @Option(name: .long, help: ArgumentHelp("An image root directory instead of a named image.", valueName: "dir"))
+    var imagePath: String?
+
+    @Option(name: .long, help: ArgumentHelp("Memory limit, e.g. 256m.", valueName: "size"))
+    var memory: String?
+
+    @Option(name: .long, help: ArgumentHelp("Maximum number of processes and threads.", valueName: "n"))
+    var pids: Int?
+
+    @Option(name: .customLong("env"), help: ArgumentHelp("Set an environment variable.", valueName: "name=value"))
+    var environment: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Working directory inside the sandbox.", valueName: "dir"))
+    var workdir: String = "/"
+
+    @Option(name: .long, help: "The sandbox's hostname.")
+    var hostname: String = "sandbox"
+
+    @Option(name: .long, help: ArgumentHelp("Size limit of the writable layer.", valueName: "size"))
+    var upperSize: String = "256m"
+
+    @Flag(name: .long, help: "Mount the image read-only (no writable layer).")
+    var readOnly = false
+
+    @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
+    var command: [String] = []
+
+    func validate() throws {
+        if command.isEmpty { throw ValidationError("give the command after --, e.g. hangar run -- sh -c 'echo hi'") }
+        if let pids, pids < 1 { throw ValidationError("--pids must be at least 1, got \(pids)") }
+    }
+
+    func spec() throws -> SandboxSpec {
+        let image: Image
+        if let imagePath {
+            image = try Image(root: imagePath.hasPrefix("/") ? imagePath : currentDirectory() + "/" + imagePath)
+        } else {
+            image = try ImageStore.fromEnvironment().image(try ImageName(self.image))
+        }
+        var spec = SandboxSpec(image: image, command: command)
+        for assignment in environment {
+            guard let equals = assignment.firstIndex(of: "="), equals != assignment.startIndex else {
+                throw ValidationError("--env expects NAME=VALUE, got \"\(assignment)\"")
+            }
+            spec.setEnvironment(String(assignment[..<equals]), String(assignment[assignment.index(after: equals)...]))
+        }
+        spec.workingDirectory = workdir
+        spec.hostname = try Hostname(hostname)
+        spec.upperSize = try ByteSize(parsing: upperSize)
+        spec.readOnlyRoot = readOnly
+        spec.limits = ResourceLimits(memoryMax: try memory.map { try ByteSize(parsing: $0) }, pidsMax: pids)
+        return spec
+    }
+
+    func run() async throws {
+        let spec: SandboxSpec
+        do {
+            spec = try self.spec()
+        } catch let error as InvalidValue {
+            throw ValidationError(error.description)
+        } catch let error as SandboxError {
+            FileHandleStandardError.write("hangar: \(error.message)\n")
+            throw ExitCode(125)
+        }
+        let forwarder = SignalForwarder()
+        let sandbox: Sandbox
+        do {
+            let runtime = try SandboxRuntime(logger: Logger(label: "hangar"))
+            sandbox = try await runtime.spawn(spec)
+        } catch {
+            FileHandleStandardError.write("hangar: \(error.message)\n")
+            // The shell's conventions: 127 not found, 126 not executable, 125 our own failure.
+            if error.code == .exec { throw ExitCode(error.errno == ENOENT ? 127 : 126) }
+            throw ExitCode(125)
+        }
+        forwarder.forward(to: sandbox)
+        let status = await sandbox.wait()
+        forwarder.stop()
+        if case .signaled(let signal) = status {
+            FileHandleStandardError.write("hangar: the sandbox was killed by signal \(signal)\n")
+        }
+        throw ExitCode(status.shellStatus)
+    }
+}
+
+/// Passes SIGINT, SIGTERM and SIGHUP on to the sandbox (its init passes them to the
+/// command); a second SIGINT or SIGTERM, or ten seconds without exit, kills the sandbox.
+final class SignalForwarder: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+    private let queue = DispatchQueue(label: "hangar.signals")
+    private var received = 0
+
+    init() {
+        for signal in [SIGINT, SIGTERM, SIGHUP] { Glibc.signal(signal, SIG_IGN) }
+    }
+
+    func forward(to sandbox: Sandbox) {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler { [self] in
+                received += 1
+                if received > 1 {
+                    sandbox.kill()
+                    return
+                }
+                sandbox.signal(sig)
+                queue.asyncAfter(deadline: .now() + 10) { sandbox.kill() }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func stop() {
+        queue.sync { sources.forEach { $0.cancel() } }
+    }
+}
+
+enum FileHandleStandardError {
+    static func write(_ text: String) {
+        var text = text
+        text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+func currentDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    guard getcwd(&buffer, buffer.count) != nil else { return "/" }
+    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

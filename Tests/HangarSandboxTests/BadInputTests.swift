@@ -1,0 +1,162 @@
+import Glibc
+import HangarCore
+import HangarSandbox
+import HangarTestSupport
+import Testing
+
+/// Bad input gives a clear error and leaves nothing behind.
+@Suite("Bad input", .serialized, .timeLimit(.minutes(2)))
+struct BadInputTests {
+    let before = HostState.capture()
+
+    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
+        #expect(await HostState.settled(to: before) == before, sourceLocation: sourceLocation)
+    }
+
+    func spawnError(_ spec: SandboxSpec) async -> SandboxError? {
+        do {
+            let sandbox = try await TestSandbox.runtime.spawn(spec)
+            sandbox.kill()
+            _ = await sandbox.wait()
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("a missing image is refused, naming it")
+    func missingImage() async throws {
+        #expect(throws: SandboxError.self) { try TestSandbox.images.image(try ImageName("no-such-image")) }
+        do {
+            _ = try TestSandbox.images.image(try ImageName("no-such-image"))
+        } catch let error as SandboxError {
+            #expect(error.code == .image)
+            #expect(error.message.contains("no-such-image"))
+        }
+        #expect(throws: SandboxError.self) { try Image(root: "relative/path") }
+        #expect(throws: InvalidValue.self) { try ImageName("../etc") }
+    }
+
+    @Test("a command that does not exist is an exec error")
+    func commandNotFound() async throws {
+        let spec = SandboxSpec(image: try TestSandbox.image("busybox"), command: ["no-such-command", "x"])
+        let error = await spawnError(spec)
+        #expect(error?.code == .exec)
+        #expect(error?.errno == ENOENT)
+        #expect(error?.message == "command not found in the sandbox: no-such-command")
+        await expectHostClean()
+    }
+
+    @Test("a command that is not executable is an exec error")
+    func notExecutable() async throws {
+        let spec = SandboxSpec(image: try TestSandbox.image("busybox"), command: ["/etc/passwd"])
+        let error = await spawnError(spec)
+        #expect(error?.code == .exec)
+        #expect(error?.errno == EACCES)
+        await expectHostClean()
+    }
+
+    @Test("empty argv, NUL in env or argv, a relative workdir are refused before anything is created")
+    func invalidSpecs() async throws {
+        let image = try TestSandbox.image("busybox")
+        var specs: [SandboxSpec] = [
+            SandboxSpec(image: image, command: []),
+            SandboxSpec(image: image, command: [""]),
+            SandboxSpec(image: image, command: ["sh", "a\u{0}b"]),
+        ]
+        var env = SandboxSpec(image: image, command: ["true"])
+        env.setEnvironment("GOOD", "va\u{0}lue")
+        specs.append(env)
+        var envName = SandboxSpec(image: image, command: ["true"])
+        envName.setEnvironment("A=B", "x")
+        specs.append(envName)
+        var workdir = SandboxSpec(image: image, command: ["true"])
+        workdir.workingDirectory = "tmp"
+        specs.append(workdir)
+        for spec in specs {
+            let error = await spawnError(spec)
+            #expect(error?.code == .invalidSpec, "\(spec.command) \(spec.environment)")
+        }
+        await expectHostClean()
+    }
+
+    @Test("an overlong or malformed hostname is refused")
+    func hostnames() throws {
+        #expect(throws: InvalidValue.self) { try Hostname(String(repeating: "a", count: 65)) }
+        #expect(throws: InvalidValue.self) { try Hostname("-bad") }
+        #expect(throws: InvalidValue.self) { try Hostname("a..b") }
+        #expect(throws: InvalidValue.self) { try Hostname("with space") }
+        #expect(throws: InvalidValue.self) { try Hostname("nul\u{0}") }
+        #expect(try Hostname("ok-1.example").rawValue == "ok-1.example")
+    }
+
+    @Test("a missing working directory names it")
+    func missingWorkdir() async throws {
+        var spec = SandboxSpec(image: try TestSandbox.image("busybox"), command: ["true"])
+        spec.workingDirectory = "/does/not/exist"
+        let error = await spawnError(spec)
+        #expect(error?.step == .workdir)
+        #expect(error?.message.contains("/does/not/exist") == true)
+        await expectHostClean()
+    }
+
+    @Test(
+        "an image whose mount points are symlinks pointing outside fails closed",
+        arguments: [("proc", "/etc"), ("dev", "/etc"), ("proc", "../../../../../etc"), ("dev", "../../../tmp")])
+    func symlinkedMountPoints(mountPoint: String, target: String) async throws {
+        let root = try SymlinkImage(replacing: mountPoint, with: target)
+        defer { root.remove() }
+        let canary = try TreeDigest(root: "/etc")
+        let error = await spawnError(SandboxSpec(image: try Image(root: root.path), command: ["true"]))
+        #expect(error?.code == .setup)
+        #expect(error?.message.contains("/\(mountPoint)") == true, "\(error?.message ?? "no error")")
+        #expect(error?.errno == ELOOP)
+        #expect(try TreeDigest(root: "/etc") == canary)
+        #expect(try TreeDigest(root: root.path) == root.digest, "the image is unchanged")
+        await expectHostClean()
+    }
+}
+
+/// A small image (busybox and a few dirs) in which one mount point is a symlink.
+struct SymlinkImage {
+    let path: String
+    let digest: TreeDigest
+
+    init(replacing mountPoint: String, with target: String) throws {
+        var template = Array("/tmp/hangar-image-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp: errno \(errno)") }
+        path = String(cString: made)
+        for dir in ["bin", "etc", "tmp", "dev"] { mkdir(path + "/" + dir, 0o755) }
+        let busybox = try TestSandbox.image("busybox").root + "/bin/busybox"
+        try copyFile(busybox, to: path + "/bin/busybox")
+        symlink("busybox", path + "/bin/true")
+        if mountPoint == "dev" { rmdir(path + "/dev") }
+        guard symlink(target, path + "/" + mountPoint) == 0 else {
+            throw TestFailure("symlink \(mountPoint): errno \(errno)")
+        }
+        digest = try TreeDigest(root: path)
+    }
+
+    func remove() {
+        for entry in ["bin/busybox", "bin/true", "bin", "etc", "tmp", "dev/shm", "dev/pts", "dev", "proc"] {
+            if unlink(path + "/" + entry) != 0 { rmdir(path + "/" + entry) }
+        }
+        rmdir(path)
+    }
+}
+
+func copyFile(_ source: String, to destination: String) throws {
+    let input = open(source, O_RDONLY | O_CLOEXEC)
+    let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+    defer {
+        close(input)
+        close(output)
+    }
+    guard input >= 0, output >= 0 else { throw TestFailure("copy \(source): errno \(errno)") }
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = read(input, &buffer, buffer.count)
+        if n <= 0 { break }
+        _ = write(output, buffer, n)
+    }
+}

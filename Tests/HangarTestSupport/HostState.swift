@@ -1,0 +1,98 @@
+import Glibc
+
+/// What a sandbox may leave on the host: mounts, cgroups, staging content, processes
+/// with sandbox uids. Taken before and after a test; the two must be equal.
+public struct HostState: Equatable, CustomStringConvertible, Sendable {
+    public var mounts: [String]
+    public var cgroups: [String]
+    public var staging: [String]
+    public var sandboxProcesses: [String]
+
+    /// The state now. `/run/hangar` and the cgroup parent "hangar" are the runtime defaults.
+    public static func capture() -> HostState {
+        HostState(
+            mounts: mountPoints(), cgroups: sandboxCgroups(), staging: entries(of: "/run/hangar/staging"),
+            sandboxProcesses: processesWithSandboxUIDs())
+    }
+
+    /// Waits up to a second for the state to settle back to `expected` (the kernel frees
+    /// namespaces asynchronously), then returns what it is.
+    public static func settled(to expected: HostState) async -> HostState {
+        var now = capture()
+        for _ in 0..<50 where now != expected {
+            try? await Task.sleep(for: .milliseconds(20))
+            now = capture()
+        }
+        return now
+    }
+
+    public var description: String {
+        "mounts: \(mounts.count), cgroups: \(cgroups), staging: \(staging), sandbox processes: \(sandboxProcesses)"
+    }
+
+    static func mountPoints() -> [String] {
+        let text = readFile("/proc/self/mountinfo") ?? ""
+        return text.split(separator: "\n").map { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 ? String(fields[4]) : String(line)
+        }.sorted()
+    }
+
+    /// Sandbox cgroups: subdirectories of every v1 controller's "hangar" parent.
+    static func sandboxCgroups() -> [String] {
+        let membership = readFile("/proc/self/cgroup") ?? ""
+        var found: [String] = []
+        for line in membership.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, !fields[1].isEmpty, !fields[1].hasPrefix("name=") else { continue }
+            let controller = fields[1].split(separator: ",").first.map(String.init) ?? ""
+            let own = fields[2] == "/" ? "" : String(fields[2])
+            let parent = "/sys/fs/cgroup/\(controller)\(own)/hangar"
+            found += entries(of: parent).filter { $0.hasPrefix("sb-") }.map { "\(controller)/\($0)" }
+        }
+        return found.sorted()
+    }
+
+    /// Processes whose real uid is in the sandbox range [2^30, 2^32).
+    public static func processesWithSandboxUIDs() -> [String] {
+        entries(of: "/proc").compactMap { pid -> String? in
+            guard Int(pid) != nil, let status = readFile("/proc/\(pid)/status") else { return nil }
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }),
+                let uid = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first.flatMap({
+                    UInt64($0)
+                })
+            else { return nil }
+            return uid >= 1 << 30 && uid < 0xffff_ffff ? "\(pid) uid \(uid)" : nil
+        }.sorted()
+    }
+}
+
+/// Directory entries, without . and ..; empty when it does not exist.
+public func entries(of path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
+/// A whole file as text, or nil.
+public func readFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes += buffer.prefix(n)
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,150 @@
+import Glibc
+import HangarCore
+import HangarSandbox
+import Logging
+
+/// What a command printed and how it ended.
+public struct RunResult: Sendable {
+    public var status: ExitStatus
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Shared helpers for tests that create real sandboxes (as root, on the real kernel).
+public enum TestSandbox {
+    /// The repository's root, found from this file's path.
+    public static let repositoryRoot: String = {
+        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(3)  // Tests/HangarTestSupport/TestSandbox.swift
+        return parts.joined(separator: "/")
+    }()
+
+    /// The image store the Makefile builds.
+    public static var images: ImageStore {
+        if let dir = getenv("HANGAR_IMAGES") { return ImageStore(directory: String(cString: dir)) }
+        return ImageStore(directory: repositoryRoot + "/images")
+    }
+
+    /// One runtime for the whole test process, as in a drone.
+    public static let runtime: SandboxRuntime = {
+        do {
+            return try SandboxRuntime(logger: Logger(label: "hangar.tests"))
+        } catch {
+            fatalError("these tests need root and a built hangar-init: \(error)")
+        }
+    }()
+
+    /// A named image (built by `make images`).
+    public static func image(_ name: String) throws -> Image {
+        try images.image(try ImageName(name))
+    }
+
+    /// A spec running `sh -c script` in the busybox image (or `image`).
+    public static func shell(_ script: String, image: String = "busybox") throws -> SandboxSpec {
+        SandboxSpec(image: try self.image(image), command: ["sh", "-c", script])
+    }
+
+    /// Runs `spec` to the end, collecting its output (stdin is /dev/null).
+    public static func run(_ spec: SandboxSpec) async throws -> RunResult {
+        let started = try await start(spec)
+        return try await started.finish()
+    }
+
+    /// Starts `spec` with its output captured; finish() collects it.
+    public static func start(_ spec: SandboxSpec) async throws -> Started {
+        var spec = spec
+        let out = try Pipe()
+        let err = try Pipe()
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(null) }
+        spec.stdio = (null, out.write, err.write)
+        let sandbox: Sandbox
+        do {
+            sandbox = try await runtime.spawn(spec)
+        } catch {
+            out.closeBoth()
+            err.closeBoth()
+            throw error
+        }
+        close(out.write)
+        close(err.write)
+        return Started(sandbox: sandbox, stdout: out.read, stderr: err.read)
+    }
+
+    /// A sandbox whose output is being captured.
+    public struct Started: Sendable {
+        public let sandbox: Sandbox
+        let stdout: Int32
+        let stderr: Int32
+
+        /// Waits for the end; returns the status and everything printed.
+        public func finish() async throws -> RunResult {
+            async let out = readAll(stdout)
+            async let err = readAll(stderr)
+            let status = await sandbox.wait()
+            return RunResult(status: status, stdout: await out, stderr: await err)
+        }
+    }
+}
+
+/// A close-on-exec pipe.
+struct Pipe {
+    let read: Int32
+    let write: Int32
+
+    init() throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0 else { throw TestFailure("pipe2: errno \(errno)") }
+        read = fds[0]
+        write = fds[1]
+    }
+
+    func closeBoth() {
+        close(read)
+        close(write)
+    }
+}
+
+/// Reads fd to EOF on a thread of its own, then closes it.
+func readAll(_ fd: Int32) async -> String {
+    await withCheckedContinuation { continuation in
+        let box = Unmanaged.passRetained(ReadJob(fd: fd, continuation: continuation))
+        var thread = pthread_t()
+        pthread_create(
+            &thread, nil,
+            { opaque in
+                let job = Unmanaged<ReadJob>.fromOpaque(opaque!).takeRetainedValue()
+                job.run()
+                return nil
+            }, box.toOpaque())
+        pthread_detach(thread)
+    }
+}
+
+private final class ReadJob {
+    let fd: Int32
+    let continuation: CheckedContinuation<String, Never>
+    init(fd: Int32, continuation: CheckedContinuation<String, Never>) {
+        self.fd = fd
+        self.continuation = continuation
+    }
+
+    func run() {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = Glibc.read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += buffer.prefix(n)
+        }
+        close(fd)
+        continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
+    }
+}
+
+/// A test helper failed (not the behaviour under test).
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make dev` until the controller exists: a short tour of `hangar run`.
+set -euo pipefail
+hangar=${1:?usage: demo.sh HANGAR_BINARY}
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+say "hangar run -- sh -c 'id; hostname; ip -brief addr; grep -E \"^(Cap|NoNewPrivs|Seccomp)\" /proc/self/status'"
+"$hangar" run -- sh -c 'id; hostname; ip -brief addr; grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status'
+
+say "hangar run --image python -- python3 -c 'print(1+1)'"
+"$hangar" run --image python -- python3 -c 'print(1+1)'
+
+say "hangar run --memory 64m -- sh -c 'echo inside: \$(cat /proc/self/cgroup | grep memory)'"
+"$hangar" run --memory 64m -- sh -c 'echo inside: $(grep memory /proc/self/cgroup)'
+
+say "hangar run -- mount -t tmpfs none /mnt   # refused by seccomp"
+"$hangar" run -- mount -t tmpfs none /mnt || echo "(exit status $?)"
+
+cat <<MSG
+
+Try it yourself:
+  $hangar run -- sh                     # a shell in a fresh busybox sandbox
+  $hangar run --image python -- python3  # a Python REPL in the python image
+  $hangar bench spawn                   # spawn latency against bwrap and posix_spawn
+MSG
