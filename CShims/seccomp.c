@@ -43,6 +43,10 @@ int hg_seccomp_compile(uint32_t default_action, uint32_t bad_arch_action, const 
     scmp_filter_ctx ctx = seccomp_init(default_action);
     if (ctx == NULL) return -ENOMEM;
     int err = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, bad_arch_action);
+    // A binary tree over syscall numbers instead of a linear chain: fewer instructions
+    // per call, and a much cheaper filter load (the kernel emulates the filter for every
+    // syscall number to build its action cache).
+    if (err == 0) err = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     for (size_t i = 0; i < count && err == 0; i++) {
         const struct hg_seccomp_rule *rule = &rules[i];
         int nr = seccomp_syscall_resolve_name(rule->name);

@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -335,7 +336,7 @@ static int child_main(void *opaque) {
         r = HG_SYS2(__NR_sethostname, a->hostname, hg_strlen(a->hostname));
         if (r < 0) child_fail(report, HG_STEP_HOSTNAME, r, -1);
     }
-    if (a->clone_flags & CLONE_NEWNET) {
+    if ((a->clone_flags & CLONE_NEWNET) && a->netns_fd < 0) {
         r = loopback_up();
         if (r < 0) child_fail(report, HG_STEP_LOOPBACK, r, -1);
     }
@@ -477,6 +478,7 @@ static struct hg_worker spawner = HG_WORKER_INIT;
 static struct hg_worker mapper = HG_WORKER_INIT;
 static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *child_stack;
+static int home_netns = -1;  // the spawning thread's own network namespace
 
 static int fail(struct hg_spawn_result *res, int32_t step, int err) {
     res->failure = (struct hg_report){.step = step, .error = err, .detail = -1};
@@ -539,8 +541,23 @@ static void run_spawn(void *opaque) {
     pthread_sigmask(SIG_SETMASK, &all, &saved);
     int flags = (a->clone_flags & ~CLONE_NEWCGROUP) | CLONE_NEWUSER | CLONE_VM | CLONE_VFORK |
                 CLONE_PARENT_SETTID | SIGCHLD;
-    pid_t pid = clone(child_main, (char *)child_stack + HG_CHILD_STACK, flags, &ctx, &ctx.child_tid);
-    int clone_err = pid < 0 ? errno : 0;
+    // A prepared network namespace: this thread enters it, the child inherits it.
+    int joined = 0;
+    pid_t pid = -1;
+    int clone_err = 0;
+    if (a->netns_fd >= 0) {
+        flags &= ~CLONE_NEWNET;
+        if (home_netns < 0) home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (home_netns < 0 || setns(a->netns_fd, CLONE_NEWNET) < 0) clone_err = errno;
+        joined = clone_err == 0;
+    }
+    if (clone_err == 0) {
+        pid = clone(child_main, (char *)child_stack + HG_CHILD_STACK, flags, &ctx, &ctx.child_tid);
+        if (pid < 0) clone_err = errno;
+    }
+    // Going home cannot fail for a namespace we came from; if it did, every later spawn
+    // would land in this sandbox's namespace, so stop here rather than go on.
+    if (joined && setns(home_netns, CLONE_NEWNET) < 0) abort();
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
 
     // Our copies of the child's ends: after this the id-map thread sees EOF if the
@@ -594,3 +611,4 @@ int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result) {
     pthread_mutex_unlock(&spawn_lock);
     return job.status;
 }
+

@@ -139,6 +139,8 @@ struct hg_spawn_args {
     size_t seccomp_count;
     int cap_last;               // highest capability number the kernel knows
     int clone_flags;            // namespace flags (CLONE_NEW*; CLONE_NEWCGROUP is done by unshare)
+    int netns_fd;               // >= 0: a network namespace from hg_netns_create to join
+                                // instead of HG_NS_NET; -1: none
 };
 
 struct hg_spawn_result {
@@ -153,6 +155,12 @@ struct hg_spawn_result {
 /// Spawns are serialized on one long-lived thread (it is the child's parent for
 /// PR_SET_PDEATHSIG), so this is safe to call from any thread.
 int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result);
+
+// ---- network namespaces (netns.c) ---------------------------------------------
+
+/// A new network namespace with only loopback, up, owned by the host's user namespace.
+/// Returns its fd (close-on-exec) or a negative errno. Made on a thread of its own.
+int hg_netns_create(void);
 
 // ---- seccomp (seccomp.c) ---------------------------------------------------
 

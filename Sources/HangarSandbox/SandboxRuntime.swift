@@ -13,6 +13,8 @@ public struct SandboxRuntimeConfiguration: Sendable {
     public var initPath: String?
     /// Name of the cgroup under this process's own cgroup that holds sandbox groups.
     public var cgroupParent: String = "hangar"
+    /// Network namespaces kept ready for spawns; 0 creates each one in the spawn.
+    public var networkNamespacePool: Int = 4
 
     /// The defaults above.
     public init() {}
@@ -28,6 +30,7 @@ public final class SandboxRuntime: Sendable {
     let reaper: Reaper
     let capLast: Int32
     let cgroups: CgroupV1Hierarchy?
+    let networkNamespaces: NetworkNamespacePool
     private let programs = Mutex<[SeccompProfile: [[UInt8]]]>([:])
 
     var stagingDirectory: String { configuration.stateDirectory + "/staging" }
@@ -57,6 +60,7 @@ public final class SandboxRuntime: Sendable {
         self.reaper = try Reaper()
         self.capLast = hg_cap_last()
         self.cgroups = CgroupV1Hierarchy.discover(parentName: configuration.cgroupParent)
+        self.networkNamespaces = NetworkNamespacePool(size: configuration.networkNamespacePool)
     }
 
     deinit { close(initFD) }
@@ -95,17 +99,27 @@ public final class SandboxRuntime: Sendable {
             }
             group = try cgroups.create(name: id.rawValue, limits: spec.limits)
         }
-        let resources = SandboxResources(ids: ids, cgroup: group)
+        let netns: Int32
+        do {
+            netns = configuration.networkNamespacePool > 0 ? try networkNamespaces.take() : -1
+        } catch {
+            group?.destroy()
+            throw error
+        }
+        let resources = SandboxResources(ids: ids, cgroup: group, networkNamespace: netns)
         var result = hg_spawn_result()
         let mounts = MountPlan.steps(shmSize: spec.shmSize.bytes)
-        let status = withSpawnArguments(spec: spec, mounts: mounts, programs: programs, ids: ids, cgroup: group) {
+        let status = withSpawnArguments(
+            spec: spec, mounts: mounts, programs: programs, ids: ids, cgroup: group, netns: netns
+        ) {
             hg_spawn($0, &result)
         }
         if status != 0 {
             resources.release()
             throw describeFailure(result.failure, spec: spec, mounts: mounts)
         }
-        let sandbox = Sandbox(id: id, pid: result.pid, pidfd: result.pidfd, runtime: self, resources: resources)
+        let sandbox = Sandbox.supervise(
+            id: id, pid: result.pid, pidfd: result.pidfd, reaper: reaper, resources: resources)
         if let failure = Self.awaitExec(reportFD: result.report_fd) {
             sandbox.kill()
             _ = await sandbox.wait()
@@ -170,7 +184,7 @@ public final class SandboxRuntime: Sendable {
     /// Lays the spawn arguments out in C memory that lives until `body` returns.
     private func withSpawnArguments(
         spec: SandboxSpec, mounts: [MountStep], programs: [[UInt8]], ids: IDRange, cgroup: CgroupV1Group?,
-        _ body: (UnsafePointer<hg_spawn_args>) -> Int32
+        netns: Int32, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
     ) -> Int32 {
         let arena = CArena()
         defer { arena.release() }
@@ -225,23 +239,28 @@ public final class SandboxRuntime: Sendable {
         args.cap_last = capLast
         let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_NET, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
+        args.netns_fd = netns
         return withUnsafePointer(to: &args) { body($0) }
     }
 }
 
 /// What a sandbox holds on the host until it is reaped.
 final class SandboxResources: Sendable {
-    private let state: Mutex<(ids: IDRange?, cgroup: CgroupV1Group?)>
+    private let state: Mutex<(ids: IDRange?, cgroup: CgroupV1Group?, networkNamespace: Int32)>
 
-    init(ids: IDRange, cgroup: CgroupV1Group?) { state = Mutex((ids, cgroup)) }
+    init(ids: IDRange, cgroup: CgroupV1Group?, networkNamespace: Int32) {
+        state = Mutex((ids, cgroup, networkNamespace))
+    }
 
-    /// Removes the cgroups and frees the uid range; safe to call twice.
+    /// Removes the cgroups, closes the network namespace and frees the uid range; safe
+    /// to call twice.
     func release() {
-        let (ids, cgroup) = state.withLock { state in
-            defer { state = (nil, nil) }
+        let (ids, cgroup, netns) = state.withLock { state in
+            defer { state = (nil, nil, -1) }
             return state
         }
         cgroup?.destroy()
+        if netns >= 0 { close(netns) }
         _ = ids
     }
 }

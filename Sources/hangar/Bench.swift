@@ -1,5 +1,176 @@
 import ArgumentParser
+import Glibc
+import HangarCore
+import HangarSandbox
+import Logging
 
+/// `hangar bench …`: measurements, printed as a table and as JSON, with peers side by side.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks.", subcommands: [])
+    static let configuration = CommandConfiguration(
+        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self])
+}
+
+/// Spawn-and-exit latency of /bin/true: Hangar's sandbox, bubblewrap, plain posix_spawn.
+struct SpawnBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spawn",
+        abstract: "Spawn and exit of /bin/true: Hangar, bwrap --unshare-all, posix_spawn.",
+        discussion: """
+            Each run starts /bin/true of the image and waits for it to end and for everything \
+            around it to be released. Hangar's run is the full sandbox (all namespaces, idmapped \
+            overlay root, /proc and /dev, seccomp, capabilities dropped, cleanup). bwrap gets the \
+            same image read-only as / with --unshare-all, a fresh /proc, /dev and a /tmp tmpfs. \
+            posix_spawn of the host's /bin/true is the floor.
+            """)
+
+    @Option(help: "Measured runs per contender.")
+    var runs = 500
+
+    @Option(help: "Unmeasured runs before measuring.")
+    var warmup = 20
+
+    @Option(help: "The image whose /bin/true is run.")
+    var image = "busybox"
+
+    @Option(help: ArgumentHelp("Also write the JSON to this file.", valueName: "path"))
+    var json: String?
+
+    func validate() throws {
+        if runs < 1 || runs > 1_000_000 { throw ValidationError("--runs must be 1...1000000, got \(runs)") }
+        if warmup < 0 { throw ValidationError("--warmup must not be negative") }
+    }
+
+    func run() async throws {
+        let image = try ImageStore.fromEnvironment().image(try ImageName(self.image))
+        let runtime = try SandboxRuntime(logger: Logger(label: "hangar.bench"))
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(null) }
+        var spec = SandboxSpec(image: image, command: ["/bin/true"])
+        spec.stdio = (null, null, null)
+
+        var results: [Measurement] = []
+        results.append(
+            try await measure("hangar") {
+                let sandbox = try await runtime.spawn(spec)
+                let status = await sandbox.wait()
+                guard status == .exited(0) else { throw BenchError("hangar: /bin/true \(status)") }
+            })
+        if let bwrap = findExecutable("bwrap") {
+            let arguments = [
+                bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", image.root, "/", "--proc", "/proc",
+                "--dev", "/dev", "--tmpfs", "/tmp", "--", "/bin/true",
+            ]
+            results.append(try await measure("bwrap --unshare-all") { try spawnAndWait(arguments, stdio: null) })
+        } else {
+            FileHandleStandardError.write("hangar bench: bwrap not found; install bubblewrap to compare\n")
+        }
+        results.append(
+            try await measure("posix_spawn (floor)") { try spawnAndWait(["/bin/true"], stdio: null) })
+
+        print(Measurement.table(results, title: "spawn + exit of /bin/true, \(runs) runs, \(image.root)"))
+        let report = Measurement.json(results, benchmark: "spawn", runs: runs)
+        print(report)
+        if let json {
+            let fd = open(json, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw BenchError("cannot write \(json): errno \(errno)") }
+            _ = report.withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+    }
+
+    private func measure(_ name: String, _ body: () async throws -> Void) async throws -> Measurement {
+        for _ in 0..<warmup { try await body() }
+        var samples: [Duration] = []
+        samples.reserveCapacity(runs)
+        let clock = ContinuousClock()
+        for _ in 0..<runs {
+            let start = clock.now
+            try await body()
+            samples.append(clock.now - start)
+        }
+        return Measurement(name: name, samples: samples)
+    }
+}
+
+/// Latencies of one contender.
+struct Measurement {
+    var name: String
+    var samples: [Duration]
+
+    func percentile(_ p: Double) -> Double {
+        let sorted = samples.sorted()
+        let index = min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))
+        return sorted[index].milliseconds
+    }
+
+    var mean: Double { samples.reduce(0.0) { $0 + $1.milliseconds } / Double(samples.count) }
+
+    static func table(_ results: [Measurement], title: String) -> String {
+        var lines = [title, pad("contender", 24) + pad("median ms", 11) + pad("p90 ms", 9) + pad("p99 ms", 9) + "mean ms"]
+        for result in results {
+            lines.append(
+                pad(result.name, 24) + pad(format(result.percentile(0.5)), 11) + pad(format(result.percentile(0.9)), 9)
+                    + pad(format(result.percentile(0.99)), 9) + format(result.mean))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ results: [Measurement], benchmark: String, runs: Int) -> String {
+        let entries = results.map { result in
+            "{\"name\": \"\(result.name)\", \"median_ms\": \(format(result.percentile(0.5))), "
+                + "\"p90_ms\": \(format(result.percentile(0.9))), \"p99_ms\": \(format(result.percentile(0.99))), "
+                + "\"mean_ms\": \(format(result.mean))}"
+        }
+        return "{\"benchmark\": \"\(benchmark)\", \"runs\": \(runs), \"results\": [\(entries.joined(separator: ", "))]}"
+    }
+
+    private static func pad(_ s: String, _ width: Int) -> String {
+        s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count)
+    }
+
+    private static func format(_ ms: Double) -> String {
+        let scaled = (ms * 1000).rounded() / 1000
+        var text = "\(scaled)"
+        if let dot = text.firstIndex(of: ".") {
+            let decimals = text.distance(from: dot, to: text.endIndex) - 1
+            if decimals < 3 { text += String(repeating: "0", count: 3 - decimals) }
+        }
+        return text
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// posix_spawn + waitpid of that one pid.
+func spawnAndWait(_ arguments: [String], stdio: Int32) throws {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd in Int32(0)...2 { posix_spawn_file_actions_adddup2(&actions, stdio, fd) }
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let err = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+    guard err == 0 else { throw BenchError("posix_spawn \(arguments[0]): errno \(err)") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    guard status == 0 else { throw BenchError("\(arguments[0]) ended with status \(status)") }
+}
+
+func findExecutable(_ name: String) -> String? {
+    let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+    for directory in path.split(separator: ":") where access("\(directory)/\(name)", X_OK) == 0 {
+        return "\(directory)/\(name)"
+    }
+    return nil
 }

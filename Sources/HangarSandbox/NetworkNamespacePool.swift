@@ -1,0 +1,53 @@
+import CShims
+import Glibc
+import Synchronization
+
+/// Network namespaces made ahead of spawns (see CShims/netns.c): creating one is among
+/// the most expensive steps of a spawn, and nothing about it depends on the sandbox.
+final class NetworkNamespacePool: Sendable {
+    private let target: Int
+    private let state = Mutex<(ready: [Int32], refilling: Bool)>(([], false))
+
+    init(size: Int) { target = max(0, size) }
+
+    /// A ready namespace (its fd now belongs to the caller), made on the spot when the
+    /// pool is empty. The pool is topped up in the background.
+    func take() throws(SandboxError) -> Int32 {
+        let (taken, startRefill) = state.withLock { state -> (Int32?, Bool) in
+            let fd = state.ready.popLast()
+            let start = !state.refilling && target > 0
+            if start { state.refilling = true }
+            return (fd, start)
+        }
+        if startRefill {
+            Task.detached { self.refill() }
+        }
+        if let taken { return taken }
+        let fd = hg_netns_create()
+        guard fd >= 0 else { throw .system(.host, "creating a network namespace", errno: -fd) }
+        return fd
+    }
+
+    private func refill() {
+        while true {
+            let needed = state.withLock { state -> Bool in
+                if state.ready.count >= target {
+                    state.refilling = false
+                    return false
+                }
+                return true
+            }
+            guard needed else { return }
+            let fd = hg_netns_create()
+            guard fd >= 0 else {
+                state.withLock { $0.refilling = false }
+                return
+            }
+            state.withLock { $0.ready.append(fd) }
+        }
+    }
+
+    deinit {
+        state.withLock { $0.ready.forEach { close($0) } }
+    }
+}
