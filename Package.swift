@@ -23,7 +23,8 @@ let package = Package(
             name: "CShims",
             path: "CShims",
             exclude: ["init"],
-            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-fno-stack-protector"])],
+            // -fno-builtin: no loop may become a libc call in the child between clone and exec.
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-fno-stack-protector", "-fno-builtin"])],
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]
         ),
         .executableTarget(

@@ -28,6 +28,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,15 @@ static size_t hg_strlen(const char *s) {
     return n;
 }
 
+/// False once the supervisor is gone: the id-map thread's end of the handshake socket
+/// is held by the supervisor until this child has executed.
+static int parent_alive(int child_sock) {
+    struct pollfd p = {.fd = child_sock, .events = 0, .revents = 0};
+    struct timespec now = {0, 0};
+    long r = HG_SYS5(__NR_ppoll, &p, 1, &now, NULL, 8);
+    return r == 0 || (r > 0 && !(p.revents & (POLLHUP | POLLERR)));
+}
+
 __attribute__((noreturn)) static void child_fail(int report_fd, int32_t step, long err, int32_t detail) {
     struct hg_report r = {.step = step, .error = (int32_t)(err < 0 ? -err : err), .detail = detail};
     HG_SYS3(__NR_write, report_fd, &r, sizeof r);
@@ -73,8 +83,11 @@ static long open_beneath(int dirfd, const char *path, int extra_flags) {
     return HG_SYS4(__NR_openat2, dirfd, path, &how, sizeof how);
 }
 
-/// Create the last component of target (a directory or an empty file) beneath rootfd.
-static long create_beneath(int rootfd, const char *target, int as_dir) {
+enum create_kind { CREATE_DIR, CREATE_FILE, CREATE_SYMLINK };
+
+/// Create the last component of target (a directory, an empty file, or a symlink to
+/// link) beneath rootfd; the parent is resolved without following symlinks.
+static long create_beneath(int rootfd, const char *target, enum create_kind kind, const char *link) {
     char parent[PATH_MAX];
     size_t len = hg_strlen(target);
     if (len == 0 || len >= sizeof parent) return -ENAMETOOLONG;
@@ -91,14 +104,16 @@ static long create_beneath(int rootfd, const char *target, int as_dir) {
     }
     if (dirfd < 0) return dirfd;
     long r;
-    if (as_dir) {
+    if (kind == CREATE_DIR) {
         r = HG_SYS3(__NR_mkdirat, dirfd, leaf, 0755);
-    } else {
+    } else if (kind == CREATE_FILE) {
         r = HG_SYS4(__NR_openat, dirfd, leaf, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (r >= 0) r = HG_SYS1(__NR_close, r);
+    } else {
+        r = HG_SYS3(__NR_symlinkat, link, dirfd, leaf);
     }
     HG_SYS1(__NR_close, dirfd);
-    return r == -EEXIST ? 0 : r;
+    return r;
 }
 
 /// Resolve (and, if asked, create) the target of a mount. Returns an O_PATH fd,
@@ -106,8 +121,8 @@ static long create_beneath(int rootfd, const char *target, int as_dir) {
 static long mount_target(int rootfd, const struct hg_mount *m) {
     long fd = open_beneath(rootfd, m->target, 0);
     if (fd == -ENOENT && (m->flags & (HG_MOUNT_MKDIR | HG_MOUNT_MKFILE))) {
-        long r = create_beneath(rootfd, m->target, (m->flags & HG_MOUNT_MKDIR) != 0);
-        if (r < 0) return r;
+        long r = create_beneath(rootfd, m->target, (m->flags & HG_MOUNT_MKDIR) ? CREATE_DIR : CREATE_FILE, NULL);
+        if (r < 0 && r != -EEXIST) return r;
         fd = open_beneath(rootfd, m->target, 0);
     }
     return fd;
@@ -117,17 +132,14 @@ static long attach(long treefd, long targetfd) {
     return HG_SYS5(__NR_move_mount, treefd, "", targetfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
 }
 
-static long set_attrs(long treefd, uint64_t attrs) {
+static long set_attrs(long treefd, uint64_t attrs, int recursive) {
     if (attrs == 0) return 0;
     struct mount_attr attr = {.attr_set = attrs};
-    return HG_SYS5(__NR_mount_setattr, treefd, "", AT_EMPTY_PATH, &attr, sizeof attr);
+    return HG_SYS5(__NR_mount_setattr, treefd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
 }
 
 static long do_mount(int rootfd, const struct hg_mount *m) {
-    if (m->kind == HG_MOUNT_SYMLINK) {
-        long r = HG_SYS3(__NR_symlinkat, m->source, rootfd, m->target);
-        return r == -EEXIST ? 0 : r;
-    }
+    if (m->kind == HG_MOUNT_SYMLINK) return create_beneath(rootfd, m->target, CREATE_SYMLINK, m->source);
     long target = mount_target(rootfd, m);
     if (target < 0) return (target == -ENOENT && (m->flags & HG_MOUNT_OPTIONAL)) ? 0 : target;
 
@@ -149,7 +161,7 @@ static long do_mount(int rootfd, const struct hg_mount *m) {
     } else if (m->kind == HG_MOUNT_BIND) {
         tree = HG_SYS3(__NR_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
         if (tree >= 0) {
-            long r = set_attrs(tree, m->attrs);
+            long r = set_attrs(tree, m->attrs, m->kind == HG_MOUNT_REBIND);
             if (r < 0) {
                 HG_SYS1(__NR_close, tree);
                 tree = r;
@@ -158,7 +170,7 @@ static long do_mount(int rootfd, const struct hg_mount *m) {
     } else if (m->kind == HG_MOUNT_REBIND) {
         tree = HG_SYS3(__NR_open_tree, target, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
         if (tree >= 0) {
-            long r = set_attrs(tree, m->attrs);
+            long r = set_attrs(tree, m->attrs, m->kind == HG_MOUNT_REBIND);
             if (r < 0) {
                 HG_SYS1(__NR_close, tree);
                 tree = r;
@@ -192,13 +204,14 @@ static long loopback_up(void) {
 }
 
 /// Move stdio and the declared fds to 0.. and the report and init fds right after
-/// them (close-on-exec), then close everything else. Returns the new report fd.
-static long arrange_fds(const struct hg_spawn_args *a, int report_fd, int *init_fd) {
+/// them (close-on-exec), then close everything else. *report always names a valid
+/// report fd, also when this fails half-way (the high copy until the end).
+static long arrange_fds(const struct hg_spawn_args *a, int *report, int *init_fd) {
     int sources[3 + HG_MAX_KEEP_FDS + 2];
     size_t n = 0;
     for (int i = 0; i < 3; i++) sources[n++] = a->stdio[i];
     for (size_t i = 0; i < a->keep_fd_count; i++) sources[n++] = a->keep_fds[i];
-    sources[n++] = report_fd;
+    sources[n++] = *report;
     sources[n++] = a->init_fd;
     int base = (int)n + 3;
     for (size_t i = 0; i < n; i++) {
@@ -206,30 +219,37 @@ static long arrange_fds(const struct hg_spawn_args *a, int report_fd, int *init_
         if (high < 0) return high;
         sources[i] = (int)high;
     }
+    *report = sources[n - 2];
     for (size_t i = 0; i < n; i++) {
         int cloexec = i >= n - 2 ? O_CLOEXEC : 0;
         long r = HG_SYS3(__NR_dup3, sources[i], (long)i, cloexec);
         if (r < 0) return r;
     }
-    long r = HG_SYS3(__NR_close_range, (unsigned)n, ~0u, 0);
-    if (r < 0) return r;
+    *report = (int)n - 2;
     *init_fd = (int)n - 1;
-    return (long)n - 2;
+    return HG_SYS3(__NR_close_range, (unsigned)n, ~0u, 0);
 }
 
-static long drop_capabilities(int cap_last) {
+/// The privileged half: lock the securebits, empty the bounding and ambient sets.
+/// Needs CAP_SETPCAP, so it runs before the switch to the sandbox's user.
+static long drop_bounding_set(int cap_last) {
     long r = HG_SYS5(__NR_prctl, PR_SET_SECUREBITS,
                      SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
                          SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
                          SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
                      0, 0, 0);
     if (r < 0) return r;
-    for (int cap = 0; cap <= cap_last; cap++) {
+    // Every capability libcap knows, and on until the kernel knows no more.
+    for (int cap = 0; cap < 64; cap++) {
         r = HG_SYS5(__NR_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
-        if (r < 0 && r != -EINVAL) return r;
+        if (r == -EINVAL && cap > cap_last) break;
+        if (r < 0) return r;
     }
-    r = HG_SYS5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (r < 0) return r;
+    return HG_SYS5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+/// The unprivileged half: empty the effective, permitted and inheritable sets.
+static long drop_capabilities(void) {
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
     for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
@@ -259,6 +279,13 @@ static int child_main(void *opaque) {
         r = HG_SYS4(__NR_rt_sigaction, sig, &dfl, NULL, 8);
         if (r < 0 && r != -EINVAL) child_fail(report, HG_STEP_SIGNALS, r, sig);
     }
+    // Die with the spawning thread. Every credential change clears this, so it is set
+    // again after each; parent_alive() covers the moments in between.
+    r = HG_SYS5(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_PDEATHSIG, r, -1);
+    // Our copy of the id-map thread's end: closed, so that a hang-up on ours means the
+    // supervisor is gone.
+    HG_SYS1(__NR_close, ctx->parent_sock);
 
     // Handshake: the id-map thread writes our maps and sends the idmapped image.
     char hello = 'h';
@@ -276,10 +303,11 @@ static int child_main(void *opaque) {
     if (r != (long)sizeof hs) child_fail(report, HG_STEP_HANDSHAKE, r < 0 ? r : -EPROTO, -1);
     if (hs.step != 0) child_fail(report, hs.step, hs.error, -1);
     struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    if (cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS) child_fail(report, HG_STEP_HANDSHAKE, -EPROTO, -1);
+    if (cmsg == NULL || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
+        cmsg->cmsg_len != CMSG_LEN(sizeof(int)) || (msg.msg_flags & MSG_CTRUNC))
+        child_fail(report, HG_STEP_HANDSHAKE, -EPROTO, -1);
     int image_tree;
     __builtin_memcpy(&image_tree, CMSG_DATA(cmsg), sizeof image_tree);
-    HG_SYS1(__NR_close, ctx->child_sock);
 
     // cgroups: join while still holding host credentials, then make the cgroup the
     // root of a new cgroup namespace.
@@ -294,6 +322,8 @@ static int child_main(void *opaque) {
     r = HG_SYS3(__NR_setresgid, 0, 0, 0);
     if (r >= 0) r = HG_SYS3(__NR_setresuid, 0, 0, 0);
     if (r < 0) child_fail(report, HG_STEP_IDENTITY, r, -1);
+    r = HG_SYS5(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_PDEATHSIG, r, -1);
 
     r = HG_SYS5(__NR_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
     if (r < 0) child_fail(report, HG_STEP_PRIVATE, r, -1);
@@ -321,7 +351,7 @@ static int child_main(void *opaque) {
         if (r < 0) child_fail(report, HG_STEP_MOUNT, r, (int32_t)i);
     }
     if (a->readonly_root) {
-        r = set_attrs(rootfd, MOUNT_ATTR_RDONLY);
+        r = set_attrs(rootfd, MOUNT_ATTR_RDONLY, 0);
         if (r < 0) child_fail(report, HG_STEP_READONLY_ROOT, r, -1);
     }
 
@@ -343,28 +373,41 @@ static int child_main(void *opaque) {
     r = HG_SYS0(__NR_setsid);
     if (r < 0) child_fail(report, HG_STEP_SETSID, r, -1);
 
-    int init_fd = -1;
-    r = arrange_fds(a, report, &init_fd);
-    if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
-    report = (int)r;
-
+    // Capabilities: the bounding set while CAP_SETPCAP is still held, then the user
+    // switch (NO_SETUID_FIXUP keeps the caps it needs), then everything else.
+    r = drop_bounding_set(a->cap_last);
+    if (r < 0) child_fail(report, HG_STEP_CAPS, r, -1);
     if (a->gid != 0 || a->uid != 0) {
         r = HG_SYS3(__NR_setresgid, a->gid, a->gid, a->gid);
         if (r >= 0) r = HG_SYS3(__NR_setresuid, a->uid, a->uid, a->uid);
         if (r < 0) child_fail(report, HG_STEP_USER, r, -1);
     }
+    r = HG_SYS5(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (r < 0) child_fail(report, HG_STEP_PDEATHSIG, r, -1);
+    if (!parent_alive(ctx->child_sock)) child_fail(report, HG_STEP_PDEATHSIG, -ESRCH, -1);
     if (a->workdir != NULL) {
         r = HG_SYS1(__NR_chdir, a->workdir);
         if (r < 0) child_fail(report, HG_STEP_WORKDIR, r, -1);
     }
-    // After the last credential change, which would clear it.
-    r = HG_SYS5(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (r < 0) child_fail(report, HG_STEP_PDEATHSIG, r, -1);
 
-    r = drop_capabilities(a->cap_last);
+    int init_fd = -1;
+    r = arrange_fds(a, &report, &init_fd);
+    if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
+
+    r = drop_capabilities();
     if (r < 0) child_fail(report, HG_STEP_CAPS, r, -1);
     r = HG_SYS5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     if (r < 0) child_fail(report, HG_STEP_NO_NEW_PRIVS, r, -1);
+
+    // hangar-init inherits the report fd (to tell whether the command itself was
+    // executed) and starts with no signal blocked. Both before seccomp: a profile
+    // cannot take them away.
+    r = HG_SYS3(__NR_fcntl, report, F_SETFD, 0);
+    if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
+    uint64_t none = 0;
+    r = HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    if (r < 0) child_fail(report, HG_STEP_SIGNALS, r, -1);
+
     const struct sock_filter *filter = a->seccomp_filters;
     for (size_t i = 0; i < a->seccomp_count; i++) {
         struct sock_fprog prog = {.len = a->seccomp_lengths[i], .filter = (struct sock_filter *)filter};
@@ -372,13 +415,7 @@ static int child_main(void *opaque) {
         if (r < 0) child_fail(report, HG_STEP_SECCOMP, r, (int32_t)i);
         filter += a->seccomp_lengths[i];
     }
-
-    // hangar-init inherits the report fd to tell whether the command itself exec'd.
-    uint64_t none = 0;
-    HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
-    HG_SYS3(__NR_fcntl, report, F_SETFD, 0);
     r = HG_SYS5(__NR_execveat, init_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
-    HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &(uint64_t){~0ull}, NULL, 8);
     child_fail(report, HG_STEP_EXEC_INIT, r, -1);
 }
 
@@ -479,6 +516,7 @@ static struct hg_worker mapper = HG_WORKER_INIT;
 static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *child_stack;
 static int home_netns = -1;  // the spawning thread's own network namespace
+static int thread_ready;     // the spawning thread has dropped its supplementary groups
 
 static int fail(struct hg_spawn_result *res, int32_t step, int err) {
     res->failure = (struct hg_report){.step = step, .error = err, .detail = -1};
@@ -493,11 +531,31 @@ static int read_failure(int fd, struct hg_report *out) {
     return n == (ssize_t)sizeof *out && out->step != 0;
 }
 
+/// A child that ended before executing init without a report was killed during setup.
+static int ended_in_setup(pid_t pid, struct hg_report *out) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0) return 0;
+    *out = (struct hg_report){.step = HG_STEP_CLONE, .error = EINTR, .detail = -1};
+    return 1;
+}
+
 static void run_spawn(void *opaque) {
     struct spawn_job *job = opaque;
     const struct hg_spawn_args *a = job->args;
     struct hg_spawn_result *res = job->result;
     *res = (struct hg_spawn_result){.pid = -1, .pidfd = -1, .report_fd = -1};
+
+    if (!thread_ready) {
+        // Children inherit this thread's credentials: no supplementary groups of the
+        // supervisor may reach a sandbox (setgroups is denied inside). The raw call
+        // changes this thread only.
+        if (syscall(SYS_setgroups, 0, NULL) < 0) {
+            job->status = fail(res, HG_STEP_ID_MAP, errno);
+            return;
+        }
+        thread_ready = 1;
+    }
 
     if (a->keep_fd_count > HG_MAX_KEEP_FDS) {
         job->status = fail(res, HG_STEP_FDS, E2BIG);
@@ -535,10 +593,13 @@ static void run_spawn(void *opaque) {
         job->status = fail(res, HG_STEP_CLONE, -posted);
         return;
     }
-    // The child shares our memory until exec: no handler of ours may run in it.
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    // The child shares our memory until exec: no handler of ours may run in it, not
+    // even glibc's own (which pthread_sigmask leaves unblocked), so the raw call.
+    uint64_t all = ~0ull, saved = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &saved, 8);
+    // The child's credential changes act on the memory map it shares with us, and
+    // reset its dumpable flag: put ours back afterwards.
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     int flags = (a->clone_flags & ~CLONE_NEWCGROUP) | CLONE_NEWUSER | CLONE_VM | CLONE_VFORK |
                 CLONE_PARENT_SETTID | SIGCHLD;
     // A prepared network namespace: this thread enters it, the child inherits it.
@@ -558,7 +619,8 @@ static void run_spawn(void *opaque) {
     // Going home cannot fail for a namespace we came from; if it did, every later spawn
     // would land in this sandbox's namespace, so stop here rather than go on.
     if (joined && setns(home_netns, CLONE_NEWNET) < 0) abort();
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (dumpable >= 0) prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
 
     // Our copies of the child's ends: after this the id-map thread sees EOF if the
     // child never said hello.
@@ -573,7 +635,7 @@ static void run_spawn(void *opaque) {
         return;
     }
     struct hg_report failure;
-    if (read_failure(pipe_fds[0], &failure)) {
+    if (read_failure(pipe_fds[0], &failure) || ended_in_setup(pid, &failure)) {
         siginfo_t info;
         while (waitid(P_PID, (id_t)pid, &info, WEXITED) < 0 && errno == EINTR) {
         }

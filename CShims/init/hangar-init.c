@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,10 +44,19 @@ int main(int argc, char **argv) {
         (void)ignored;
         return 2;
     }
+    // The command runs as the same user: without this it could rewrite our memory
+    // through /proc/1/mem (ptrace is refused by seccomp, open and write are not).
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     char *end = NULL;
     long report = strtol(argv[1], &end, 10);
     if (end == argv[1] || *end != 0 || report < 3 || report > 1 << 20) report = -1;
-    if (report >= 0 && fcntl((int)report, F_SETFD, FD_CLOEXEC) < 0) report = -1;
+    if (report < 0 || fcntl((int)report, F_SETFD, FD_CLOEXEC) < 0) {
+        // The supervisor would take silence for success: fail loudly instead.
+        static const char bad[] = "hangar-init: bad report fd\n";
+        ssize_t ignored = write(2, bad, sizeof bad - 1);
+        (void)ignored;
+        return 2;
+    }
 
     sigset_t handled;
     sigemptyset(&handled);
@@ -63,7 +73,7 @@ int main(int argc, char **argv) {
         int err = errno;
         report_and_exit((int)report, STEP_EXEC, err, err == ENOENT ? 127 : 126);
     }
-    if (report >= 0) close((int)report);
+    close((int)report);
 
     for (;;) {
         siginfo_t info;

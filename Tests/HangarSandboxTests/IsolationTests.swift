@@ -125,6 +125,33 @@ struct IsolationTests {
         await expectHostClean()
     }
 
+    @Test("a non-root user inside gets no capabilities and no supplementary groups")
+    func nonRootUser() async throws {
+        var spec = try TestSandbox.shell("id -u; id -g; grep -E '^(Groups|CapEff|CapPrm|CapBnd):' /proc/self/status")
+        spec.uid = 1000
+        spec.gid = 1000
+        let result = try await TestSandbox.run(spec)
+        #expect(result.status == .exited(0), "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map { $0.split(separator: "\t").joined(separator: " ") }
+        #expect(Array(lines.prefix(2)) == ["1000", "1000"])
+        let groups = lines.first { $0.hasPrefix("Groups:") }.map { $0.dropFirst(7).trimmingCharacters(in: " ") }
+        #expect(groups == "", "supplementary groups: \(groups ?? "missing")")
+        for cap in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            #expect(lines.contains("\(cap) 0000000000000000"))
+        }
+        await expectHostClean()
+    }
+
+    @Test("init's memory cannot be reached through /proc/1/mem")
+    func initMemory() async throws {
+        let result = try await TestSandbox.run(
+            try TestSandbox.shell("echo x > /proc/1/mem && echo WROTE; cat /proc/1/environ && echo READ; echo end"))
+        #expect(!result.stdout.contains("WROTE"))
+        #expect(!result.stdout.contains("READ"))
+        #expect(result.stdout.hasSuffix("end\n"))
+        await expectHostClean()
+    }
+
     @Test("uid 0 inside is an unprivileged uid on the host, and only fds 0-2 are open at exec")
     func hostView() async throws {
         let started = try await TestSandbox.start(try TestSandbox.shell("id -u; exec sleep 30"))
