@@ -59,6 +59,11 @@ let package = Package(
         ),
         .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
         .testTarget(
+            name: "HangarCLITests",
+            dependencies: ["HangarTestSupport", .target(name: "hangar")],
+            swiftSettings: strictness
+        ),
+        .testTarget(
             name: "HangarSandboxTests",
             dependencies: ["HangarSandbox", "HangarCore", "HangarTestSupport"],
             swiftSettings: strictness

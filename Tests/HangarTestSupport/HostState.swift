@@ -15,11 +15,12 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
             sandboxProcesses: processesWithSandboxUIDs())
     }
 
-    /// Waits up to a second for the state to settle back to `expected` (the kernel frees
-    /// namespaces asynchronously), then returns what it is.
+    /// Waits up to five seconds for the state to settle back to `expected` (the kernel
+    /// frees namespaces asynchronously, and an orphaned init is reaped by the host's
+    /// PID 1 in its own time), then returns what it is.
     public static func settled(to expected: HostState) async -> HostState {
         var now = capture()
-        for _ in 0..<50 where now != expected {
+        for _ in 0..<250 where now != expected {
             try? await Task.sleep(for: .milliseconds(20))
             now = capture()
         }

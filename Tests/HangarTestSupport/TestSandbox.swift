@@ -2,6 +2,7 @@ import Glibc
 import HangarCore
 import HangarSandbox
 import Logging
+import Synchronization
 
 /// What a command printed and how it ended.
 public struct RunResult: Sendable {
@@ -105,10 +106,11 @@ struct Pipe {
     }
 }
 
-/// Reads fd to EOF on a thread of its own, then closes it.
-func readAll(_ fd: Int32) async -> String {
+/// Reads fd to EOF on a thread of its own, then closes it; what is read so far is also
+/// appended to `progress`.
+func readAll(_ fd: Int32, into progress: OutputBuffer? = nil) async -> String {
     await withCheckedContinuation { continuation in
-        let box = Unmanaged.passRetained(ReadJob(fd: fd, continuation: continuation))
+        let box = Unmanaged.passRetained(ReadJob(fd: fd, progress: progress, continuation: continuation))
         var thread = pthread_t()
         pthread_create(
             &thread, nil,
@@ -123,9 +125,11 @@ func readAll(_ fd: Int32) async -> String {
 
 private final class ReadJob {
     let fd: Int32
+    let progress: OutputBuffer?
     let continuation: CheckedContinuation<String, Never>
-    init(fd: Int32, continuation: CheckedContinuation<String, Never>) {
+    init(fd: Int32, progress: OutputBuffer?, continuation: CheckedContinuation<String, Never>) {
         self.fd = fd
+        self.progress = progress
         self.continuation = continuation
     }
 
@@ -137,6 +141,7 @@ private final class ReadJob {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             bytes += buffer.prefix(n)
+            progress?.append(buffer.prefix(n))
         }
         close(fd)
         continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
@@ -147,4 +152,11 @@ private final class ReadJob {
 public struct TestFailure: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Bytes read so far, shared between a reader thread and a test.
+final class OutputBuffer: Sendable {
+    private let bytes = Mutex<[UInt8]>([])
+    func append(_ more: ArraySlice<UInt8>) { bytes.withLock { $0 += more } }
+    var text: String { bytes.withLock { String(decoding: $0, as: UTF8.self) } }
 }
