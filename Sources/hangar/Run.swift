@@ -94,7 +94,7 @@ struct Run: AsyncParsableCommand {
             if error.code == .exec { throw ExitCode(error.errno == ENOENT ? 127 : 126) }
             throw ExitCode(125)
         }
-        forwarder.forward(to: sandbox)
+        forwarder.attach(sandbox)
         let status = await sandbox.wait()
         forwarder.stop()
         if case .signaled(let signal) = status {
@@ -106,30 +106,48 @@ struct Run: AsyncParsableCommand {
 
 /// Passes SIGINT, SIGTERM and SIGHUP on to the sandbox (its init passes them to the
 /// command); a second SIGINT or SIGTERM, or ten seconds without exit, kills the sandbox.
+/// It listens from before the spawn: a signal that arrives while the sandbox is being
+/// created is delivered as soon as it exists.
 final class SignalForwarder: @unchecked Sendable {
     private var sources: [any DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "hangar.signals")
+    private var sandbox: Sandbox?
+    private var pending: [Int32] = []
     private var received = 0
 
     init() {
-        for signal in [SIGINT, SIGTERM, SIGHUP] { Glibc.signal(signal, SIG_IGN) }
-    }
-
-    func forward(to sandbox: Sandbox) {
         for sig in [SIGINT, SIGTERM, SIGHUP] {
+            Glibc.signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler { [self] in
-                received += 1
-                if received > 1 {
-                    sandbox.kill()
-                    return
-                }
-                sandbox.signal(sig)
-                queue.asyncAfter(deadline: .now() + 10) { sandbox.kill() }
-            }
+            source.setEventHandler { [self] in deliver(sig) }
             source.resume()
             sources.append(source)
         }
+    }
+
+    /// From now on, signals go to `sandbox`, starting with any that already arrived.
+    func attach(_ sandbox: Sandbox) {
+        queue.sync {
+            self.sandbox = sandbox
+            let early = pending
+            pending = []
+            received = 0
+            early.forEach(deliver)
+        }
+    }
+
+    private func deliver(_ sig: Int32) {
+        guard let sandbox else {
+            pending.append(sig)
+            return
+        }
+        received += 1
+        if received > 1 {
+            sandbox.kill()
+            return
+        }
+        sandbox.signal(sig)
+        queue.asyncAfter(deadline: .now() + 10) { sandbox.kill() }
     }
 
     func stop() {
