@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A range of host uids and gids that one sandbox's user namespace maps onto 0…count-1.
 /// Ranges are taken from [2^30, 2^32) in slots of 65536 and held with an flock on a
@@ -40,5 +41,28 @@ final class IDRange: Sendable {
             if attempt > 64 && errno != EWOULDBLOCK { break }
         }
         throw SandboxError(.host, "no free uid range in \(lockDirectory)")
+    }
+}
+
+/// Uid ranges this process holds, recycled from ended sandboxes to new ones: taking a
+/// fresh slot costs a file open and an flock, a recycled one nothing. A range is only
+/// recycled once its sandbox's init has been reaped, so no process of the old sandbox is
+/// left, and everything it wrote lived in its own tmpfs.
+final class IDRangePool: Sendable {
+    private let lockDirectory: String
+    private let free = Mutex<[IDRange]>([])
+    private static let keep = 64
+
+    init(lockDirectory: String) { self.lockDirectory = lockDirectory }
+
+    func acquire() throws(SandboxError) -> IDRange {
+        if let recycled = free.withLock({ $0.popLast() }) { return recycled }
+        return try IDRange.acquire(lockDirectory: lockDirectory)
+    }
+
+    func release(_ range: IDRange) {
+        free.withLock { ranges in
+            if ranges.count < Self.keep { ranges.append(range) }
+        }
     }
 }

@@ -48,7 +48,7 @@ enum MountPlan {
     /// /proc directories about host hardware; replaced by an empty read-only tmpfs.
     static let procMaskedDirectories = ["acpi", "asound", "scsi", "driver", "fs/nfsd", "tty/driver"]
     /// /proc trees that stay readable but become read-only.
-    static let procReadOnly = ["sys", "irq", "bus", "fs", "sysvipc", "tty"]
+    static let procReadOnly = ["sys", "irq", "bus", "fs"]
     /// Device nodes bound from the host into the sandbox's /dev.
     static let devices = ["null", "zero", "full", "random", "urandom", "tty"]
 
@@ -59,10 +59,8 @@ enum MountPlan {
                 source: "proc", target: "proc")
         ]
         for file in procMaskedFiles {
-            steps.append(
-                MountStep(
-                    kind: .bind, flags: .optional, attributes: mountReadOnly | mountNoSUID | mountNoExec,
-                    source: "/dev/null", target: "proc/" + file))
+            // Mount attributes mean nothing on a device file: none are set (one syscall less).
+            steps.append(MountStep(kind: .bind, flags: .optional, source: "/dev/null", target: "proc/" + file))
         }
         for directory in procMaskedDirectories {
             steps.append(
@@ -82,10 +80,7 @@ enum MountPlan {
                 kind: .filesystem, flags: .makeDirectory, attributes: mountNoSUID | mountNoExec, source: "tmpfs",
                 target: "dev", options: [("size", "64k"), ("nr_inodes", "64"), ("mode", "0755")]))
         for device in devices {
-            steps.append(
-                MountStep(
-                    kind: .bind, flags: .makeFile, attributes: mountNoSUID | mountNoExec, source: "/dev/" + device,
-                    target: "dev/" + device))
+            steps.append(MountStep(kind: .bind, flags: .makeFile, source: "/dev/" + device, target: "dev/" + device))
         }
         steps += [
             MountStep(

@@ -31,10 +31,11 @@ public final class SandboxRuntime: Sendable {
     let capLast: Int32
     let cgroups: CgroupV1Hierarchy?
     let networkNamespaces: NetworkNamespacePool
+    let idRanges: IDRangePool
+    private let mountPlans = Mutex<[UInt64: CMountPlan]>([:])
     private let programs = Mutex<[SeccompProfile: [[UInt8]]]>([:])
 
     var stagingDirectory: String { configuration.stateDirectory + "/staging" }
-    var idLockDirectory: String { configuration.stateDirectory + "/ids" }
 
     /// Prepares the runtime: state directories, hangar-init, the reaper.
     public init(configuration: SandboxRuntimeConfiguration = .init(), logger: Logger) throws(SandboxError) {
@@ -61,6 +62,7 @@ public final class SandboxRuntime: Sendable {
         self.capLast = hg_cap_last()
         self.cgroups = CgroupV1Hierarchy.discover(parentName: configuration.cgroupParent)
         self.networkNamespaces = NetworkNamespacePool(size: configuration.networkNamespacePool)
+        self.idRanges = IDRangePool(lockDirectory: configuration.stateDirectory + "/ids")
     }
 
     deinit { close(initFD) }
@@ -84,6 +86,16 @@ public final class SandboxRuntime: Sendable {
         return compiled
     }
 
+    /// The mount plan for this /dev/shm size, laid out in C memory once.
+    private func mountPlan(shmSize: UInt64) -> CMountPlan {
+        mountPlans.withLock { plans in
+            if let plan = plans[shmSize] { return plan }
+            let plan = CMountPlan(MountPlan.steps(shmSize: shmSize))
+            plans[shmSize] = plan
+            return plan
+        }
+    }
+
     /// Creates a sandbox and starts `spec.command` in it. Returns once the command has
     /// been executed; a failure of any setup step (or of the exec) throws, leaving
     /// nothing behind.
@@ -91,7 +103,7 @@ public final class SandboxRuntime: Sendable {
         try spec.validate()
         let programs = try programs(for: spec.seccomp)
         let id = SandboxID.random()
-        let ids = try IDRange.acquire(lockDirectory: idLockDirectory)
+        let ids = try idRanges.acquire()
         var group: CgroupV1Group?
         if !spec.limits.isEmpty {
             guard let cgroups else {
@@ -106,11 +118,12 @@ public final class SandboxRuntime: Sendable {
             group?.destroy()
             throw error
         }
-        let resources = SandboxResources(ids: ids, cgroup: group, networkNamespace: netns)
+        let resources = SandboxResources(ids: ids, pool: idRanges, cgroup: group, networkNamespace: netns)
         var result = hg_spawn_result()
-        let mounts = MountPlan.steps(shmSize: spec.shmSize.bytes)
+        let plan = mountPlan(shmSize: spec.shmSize.bytes)
+        let mounts = plan.steps
         let status = withSpawnArguments(
-            spec: spec, mounts: mounts, programs: programs, ids: ids, cgroup: group, netns: netns
+            spec: spec, mounts: plan, programs: programs, ids: ids, cgroup: group, netns: netns
         ) {
             hg_spawn($0, &result)
         }
@@ -183,7 +196,7 @@ public final class SandboxRuntime: Sendable {
 
     /// Lays the spawn arguments out in C memory that lives until `body` returns.
     private func withSpawnArguments(
-        spec: SandboxSpec, mounts: [MountStep], programs: [[UInt8]], ids: IDRange, cgroup: CgroupV1Group?,
+        spec: SandboxSpec, mounts: CMountPlan, programs: [[UInt8]], ids: IDRange, cgroup: CgroupV1Group?,
         netns: Int32, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
     ) -> Int32 {
         let arena = CArena()
@@ -192,16 +205,6 @@ public final class SandboxRuntime: Sendable {
         var initArguments = ["hangar-init", "\(3 + spec.extraFDs.count)"]
         initArguments += spec.command
         let environment = spec.environment.map { "\($0.name)=\($0.value)" }
-        let cMounts = arena.array(
-            mounts.map { step in
-                hg_mount(
-                    kind: step.kind.rawValue, flags: step.flags.rawValue, attrs: step.attributes,
-                    source: arena.string(step.source), target: arena.string(step.target),
-                    options: step.options.isEmpty
-                        ? nil
-                        : UnsafeRawPointer(arena.stringArray(step.options.flatMap { [$0.0, $0.1] }))
-                            .assumingMemoryBound(to: UnsafePointer<CChar>?.self))
-            })
         let filters = programs.flatMap { $0 }
         let lengths = programs.map { UInt16($0.count / 8) }
         var args = hg_spawn_args()
@@ -216,8 +219,8 @@ public final class SandboxRuntime: Sendable {
         args.work_dir = arena.string(staging + "/work")
         args.root_dir = arena.string(staging + "/root")
         args.readonly_root = spec.readOnlyRoot ? 1 : 0
-        args.mounts = UnsafePointer(cMounts)
-        args.mount_count = mounts.count
+        args.mounts = UnsafePointer(mounts.array)
+        args.mount_count = mounts.steps.count
         args.uid_map = arena.string(ids.mapText)
         args.gid_map = arena.string(ids.mapText)
         args.uid = spec.uid
@@ -247,9 +250,11 @@ public final class SandboxRuntime: Sendable {
 /// What a sandbox holds on the host until it is reaped.
 final class SandboxResources: Sendable {
     private let state: Mutex<(ids: IDRange?, cgroup: CgroupV1Group?, networkNamespace: Int32)>
+    private let pool: IDRangePool
 
-    init(ids: IDRange, cgroup: CgroupV1Group?, networkNamespace: Int32) {
+    init(ids: IDRange, pool: IDRangePool, cgroup: CgroupV1Group?, networkNamespace: Int32) {
         state = Mutex((ids, cgroup, networkNamespace))
+        self.pool = pool
     }
 
     /// Removes the cgroups, closes the network namespace and frees the uid range; safe
@@ -261,12 +266,12 @@ final class SandboxResources: Sendable {
         }
         cgroup?.destroy()
         if netns >= 0 { close(netns) }
-        _ = ids
+        if let ids { pool.release(ids) }
     }
 }
 
 /// C memory for one spawn's arguments, freed all at once.
-private final class CArena {
+final class CArena {
     private var copies: [UnsafeMutablePointer<CChar>] = []
     private var allocations: [UnsafeMutableRawPointer] = []
 
@@ -304,4 +309,28 @@ private final class CArena {
         copies = []
         allocations = []
     }
+}
+
+/// A mount plan as the C structs the shim reads, allocated once and kept.
+final class CMountPlan: @unchecked Sendable {
+    let steps: [MountStep]
+    let array: UnsafeMutablePointer<hg_mount>
+    private let arena = CArena()
+
+    init(_ steps: [MountStep]) {
+        self.steps = steps
+        let arena = self.arena
+        array = arena.array(
+            steps.map { step in
+                hg_mount(
+                    kind: step.kind.rawValue, flags: step.flags.rawValue, attrs: step.attributes,
+                    source: arena.string(step.source), target: arena.string(step.target),
+                    options: step.options.isEmpty
+                        ? nil
+                        : UnsafeRawPointer(arena.stringArray(step.options.flatMap { [$0.0, $0.1] }))
+                            .assumingMemoryBound(to: UnsafePointer<CChar>?.self))
+            })
+    }
+
+    deinit { arena.release() }
 }

@@ -137,4 +137,20 @@ struct SeccompTests {
         let result = try await TestSandbox.run(spec)
         #expect(result.stdout == "-1 \(ENOSYS)\n")
     }
+
+    @Test("an x32 system call kills the process", .enabled(if: hg_seccomp_resolve("arch_prctl") >= 0))
+    func x32Killed() async throws {
+        // x86_64 only: the x32 ABI is the same architecture with bit 30 set in the number.
+        let getpid = hg_seccomp_resolve("getpid")
+        let spec = SandboxSpec(
+            image: try TestSandbox.image("python"),
+            command: [
+                "python3", "-c",
+                "import ctypes; l = ctypes.CDLL(None); print('before', flush=True); "
+                    + "l.syscall(0x40000000 | \(getpid)); print('survived', flush=True)",
+            ])
+        let result = try await TestSandbox.run(spec)
+        #expect(result.stdout == "before\n")
+        #expect(result.status == .exited(128 + SIGSYS))
+    }
 }
