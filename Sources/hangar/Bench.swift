@@ -35,27 +35,45 @@ struct SpawnBench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Also write the JSON to this file.", valueName: "path"))
     var json: String?
 
+    @Option(help: ArgumentHelp("Network namespaces Hangar prepares ahead (0: one per spawn).", valueName: "n"))
+    var netnsPool = SandboxRuntimeConfiguration().networkNamespacePool
+
+    @Option(help: ArgumentHelp("Which contenders to run, comma-separated.", valueName: "list"))
+    var only: String = "hangar,bwrap,posix_spawn"
+
     func validate() throws {
         if runs < 1 || runs > 1_000_000 { throw ValidationError("--runs must be 1...1000000, got \(runs)") }
         if warmup < 0 { throw ValidationError("--warmup must not be negative") }
+        if netnsPool < 0 || netnsPool > 1024 { throw ValidationError("--netns-pool must be 0...1024") }
+        let unknown = Set(contenders).subtracting(["hangar", "bwrap", "posix_spawn"])
+        if !unknown.isEmpty { throw ValidationError("--only: unknown contender \(unknown.sorted().joined(separator: ", "))") }
+    }
+
+    var contenders: [String] {
+        only.split(separator: ",").map { String($0).trimmingCharacters(in: " ") }
     }
 
     func run() async throws {
         let image = try ImageStore.fromEnvironment().image(try ImageName(self.image))
-        let runtime = try SandboxRuntime(logger: Logger(label: "hangar.bench"))
+        var configuration = SandboxRuntimeConfiguration()
+        configuration.networkNamespacePool = netnsPool
+        let runtime = try SandboxRuntime(configuration: configuration, logger: Logger(label: "hangar.bench"))
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(null) }
         var spec = SandboxSpec(image: image, command: ["/bin/true"])
         spec.stdio = (null, null, null)
 
         var results: [Measurement] = []
-        results.append(
+        if contenders.contains("hangar") {
+          results.append(
             try await measure("hangar") {
                 let sandbox = try await runtime.spawn(spec)
                 let status = await sandbox.wait()
                 guard status == .exited(0) else { throw BenchError("hangar: /bin/true \(status)") }
             })
-        if let bwrap = findExecutable("bwrap") {
+        }
+        if !contenders.contains("bwrap") {
+        } else if let bwrap = findExecutable("bwrap") {
             let arguments = [
                 bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", image.root, "/", "--proc", "/proc",
                 "--dev", "/dev", "--tmpfs", "/tmp", "--", "/bin/true",
@@ -64,8 +82,10 @@ struct SpawnBench: AsyncParsableCommand {
         } else {
             FileHandleStandardError.write("hangar bench: bwrap not found; install bubblewrap to compare\n")
         }
-        results.append(
-            try await measure("posix_spawn (floor)") { try spawnAndWait(["/bin/true"], stdio: null) })
+        if contenders.contains("posix_spawn") {
+            results.append(
+                try await measure("posix_spawn (floor)") { try spawnAndWait(["/bin/true"], stdio: null) })
+        }
 
         print(Measurement.table(results, title: "spawn + exit of /bin/true, \(runs) runs, \(image.root)"))
         let report = Measurement.json(results, benchmark: "spawn", runs: runs)
@@ -173,4 +193,13 @@ func findExecutable(_ name: String) -> String? {
         return "\(directory)/\(name)"
     }
     return nil
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return String(s)
+    }
 }
