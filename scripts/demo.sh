@@ -4,8 +4,8 @@ set -euo pipefail
 hangar=${1:?usage: demo.sh HANGAR_BINARY}
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-say "hangar run -- sh -c 'id; hostname; ip -brief addr; grep -E \"^(Cap|NoNewPrivs|Seccomp)\" /proc/self/status'"
-"$hangar" run -- sh -c 'id; hostname; ip -brief addr; grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status'
+say "hangar run -- sh -c 'id; hostname; ip -o addr | cut -d' ' -f2,7; grep -E \"^(Cap|NoNewPrivs|Seccomp)\" /proc/self/status'"
+"$hangar" run -- sh -c 'id; hostname; ip -o addr | cut -d' ' -f2,7; grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status'
 
 say "hangar run --image python -- python3 -c 'print(1+1)'"
 "$hangar" run --image python -- python3 -c 'print(1+1)'
