@@ -531,15 +531,6 @@ static int read_failure(int fd, struct hg_report *out) {
     return n == (ssize_t)sizeof *out && out->step != 0;
 }
 
-/// A child that ended before executing init without a report was killed during setup.
-static int ended_in_setup(pid_t pid, struct hg_report *out) {
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0) return 0;
-    *out = (struct hg_report){.step = HG_STEP_CLONE, .error = EINTR, .detail = -1};
-    return 1;
-}
-
 static void run_spawn(void *opaque) {
     struct spawn_job *job = opaque;
     const struct hg_spawn_args *a = job->args;
@@ -635,7 +626,7 @@ static void run_spawn(void *opaque) {
         return;
     }
     struct hg_report failure;
-    if (read_failure(pipe_fds[0], &failure) || ended_in_setup(pid, &failure)) {
+    if (read_failure(pipe_fds[0], &failure)) {
         siginfo_t info;
         while (waitid(P_PID, (id_t)pid, &info, WEXITED) < 0 && errno == EINTR) {
         }
