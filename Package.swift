@@ -30,8 +30,11 @@ let package = Package(
         .executableTarget(
             name: "hangar-init",
             path: "CShims/init",
-            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
-            linkerSettings: [.unsafeFlags(["-static-executable"])]
+            // Freestanding: its own _start, no libc start-up (see hangar-init.c).
+            cSettings: [
+                .unsafeFlags(["-Wall", "-Wextra", "-Werror", "-ffreestanding", "-fno-builtin", "-fno-stack-protector"])
+            ],
+            linkerSettings: [.unsafeFlags(["-static-executable", "-Xclang-linker", "-nostdlib"])]
         ),
         .target(name: "HangarCore", swiftSettings: strictness),
         .target(

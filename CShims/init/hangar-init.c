@@ -6,16 +6,19 @@
 // Usage: hangar-init REPORT_FD COMMAND [ARG...]
 // REPORT_FD is the supervisor's report pipe: if the command cannot be executed, a
 // struct hg_report {step, errno, detail} is written to it; EOF means it was executed.
-#define _GNU_SOURCE
+//
+// It is freestanding: its own _start and raw system calls, no libc. A static glibc
+// program spends most of its start-up probing the CPU (cpuid), which costs a VM exit
+// each time; hangar-init starts in every spawn, so it does without.
+#include "../hg_syscall.h"
+
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/prctl.h>
+#include <linux/wait.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 enum { STEP_EXEC = 27, STEP_INIT = 28 };  // enum hg_step in hangar_shims.h
 
@@ -26,71 +29,140 @@ struct report {
 };
 _Static_assert(sizeof(struct report) == 12, "mirrors struct hg_report");
 
-static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+/// The kernel's siginfo, as much as init reads of it (128 bytes in all).
+struct info {
+    int32_t signo;
+    int32_t error;
+    int32_t code;
+    int32_t pad;
+    int32_t pid;
+    uint32_t uid;
+    int32_t status;
+    int32_t rest[25];
+};
+_Static_assert(sizeof(struct info) == 128, "the kernel's siginfo_t");
 
-static void report_and_exit(int fd, int32_t step, int err, int status) {
-    struct report r = {step, err, -1};
-    if (fd >= 0) {
-        ssize_t ignored = write(fd, &r, sizeof r);
-        (void)ignored;
-    }
-    _exit(status);
+static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+static const char default_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+__attribute__((noreturn)) static void leave(int status) {
+    for (;;) HG_SYS1(__NR_exit_group, status);
 }
 
-int main(int argc, char **argv) {
+static size_t length(const char *s) {
+    size_t n = 0;
+    while (s[n] != 0) n++;
+    return n;
+}
+
+static void say(const char *text) { HG_SYS3(__NR_write, 2, text, length(text)); }
+
+__attribute__((noreturn)) static void report_and_leave(int fd, int32_t step, long err, int status) {
+    struct report r = {step, (int32_t)(err < 0 ? -err : err), -1};
+    HG_SYS3(__NR_write, fd, &r, sizeof r);
+    leave(status);
+}
+
+/// execvp's search: a name with a '/' is executed as it is, others are looked up in
+/// PATH. The most telling error wins: EACCES over ENOENT, as a shell reports it.
+static long execute(char **argv, char **envp) {
+    const char *name = argv[0];
+    for (const char *c = name; *c; c++) {
+        if (*c == '/') return HG_SYS3(__NR_execve, name, argv, envp);
+    }
+    const char *path = default_path;
+    for (char **e = envp; *e; e++) {
+        const char *v = *e;
+        if (v[0] == 'P' && v[1] == 'A' && v[2] == 'T' && v[3] == 'H' && v[4] == '=') path = v + 5;
+    }
+    size_t name_length = length(name);
+    long best = -ENOENT;
+    char candidate[4096];
+    for (const char *dir = path;;) {
+        const char *end = dir;
+        while (*end && *end != ':') end++;
+        size_t dir_length = (size_t)(end - dir);
+        if (dir_length + name_length + 2 <= sizeof candidate && name_length > 0) {
+            size_t n = 0;
+            for (size_t i = 0; i < dir_length; i++) candidate[n++] = dir[i];
+            if (dir_length == 0) candidate[n++] = '.';
+            candidate[n++] = '/';
+            for (size_t i = 0; i <= name_length; i++) candidate[n++] = name[i];
+            long r = HG_SYS3(__NR_execve, candidate, argv, envp);
+            if (r == -EACCES) best = r;
+            else if (r != -ENOENT && r != -ENOTDIR && best != -EACCES) best = r;
+        }
+        if (*end == 0) break;
+        dir = end + 1;
+    }
+    return best;
+}
+
+__attribute__((used)) void hangar_init_main(long *stack) {
+    long argc = stack[0];
+    char **argv = (char **)(stack + 1);
+    char **envp = argv + argc + 1;
     if (argc < 3) {
-        static const char usage[] = "usage: hangar-init REPORT_FD COMMAND [ARG...]\n";
-        ssize_t ignored = write(2, usage, sizeof usage - 1);
-        (void)ignored;
-        return 2;
+        say("usage: hangar-init REPORT_FD COMMAND [ARG...]\n");
+        leave(2);
     }
     // The command runs as the same user: without this it could rewrite our memory
     // through /proc/1/mem (ptrace is refused by seccomp, open and write are not).
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    char *end = NULL;
-    long report = strtol(argv[1], &end, 10);
-    if (end == argv[1] || *end != 0 || report < 3 || report > 1 << 20) report = -1;
-    if (report < 0 || fcntl((int)report, F_SETFD, FD_CLOEXEC) < 0) {
+    HG_SYS5(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    long report = 0;
+    for (const char *c = argv[1]; *c; c++) {
+        if (*c < '0' || *c > '9' || report > 1 << 20) {
+            report = -1;
+            break;
+        }
+        report = report * 10 + (*c - '0');
+    }
+    if (report < 3 || HG_SYS3(__NR_fcntl, report, F_SETFD, FD_CLOEXEC) < 0) {
         // The supervisor would take silence for success: fail loudly instead.
-        static const char bad[] = "hangar-init: bad report fd\n";
-        ssize_t ignored = write(2, bad, sizeof bad - 1);
-        (void)ignored;
-        return 2;
+        say("hangar-init: bad report fd\n");
+        leave(2);
     }
 
-    sigset_t handled;
-    sigemptyset(&handled);
-    sigaddset(&handled, SIGCHLD);
-    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&handled, forwarded[i]);
-    sigset_t saved;
-    if (sigprocmask(SIG_BLOCK, &handled, &saved) < 0) report_and_exit((int)report, STEP_INIT, errno, 126);
+    uint64_t handled = 1ull << (SIGCHLD - 1);
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) handled |= 1ull << (forwarded[i] - 1);
+    uint64_t saved = 0;
+    long r = HG_SYS4(__NR_rt_sigprocmask, SIG_BLOCK, &handled, &saved, 8);
+    if (r < 0) report_and_leave((int)report, STEP_INIT, r, 126);
 
-    pid_t child = fork();
-    if (child < 0) report_and_exit((int)report, STEP_INIT, errno, 126);
+    long child = HG_SYS5(__NR_clone, SIGCHLD, 0, 0, 0, 0);
+    if (child < 0) report_and_leave((int)report, STEP_INIT, child, 126);
     if (child == 0) {
-        sigprocmask(SIG_SETMASK, &saved, NULL);
-        execvp(argv[2], argv + 2);
-        int err = errno;
-        report_and_exit((int)report, STEP_EXEC, err, err == ENOENT ? 127 : 126);
+        HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
+        r = execute(argv + 2, envp);
+        report_and_leave((int)report, STEP_EXEC, r, r == -ENOENT ? 127 : 126);
     }
-    close((int)report);
+    HG_SYS1(__NR_close, report);
 
     for (;;) {
-        siginfo_t info;
-        int sig = sigwaitinfo(&handled, &info);
+        struct info info;
+        long sig = HG_SYS4(__NR_rt_sigtimedwait, &handled, &info, NULL, 8);
         if (sig < 0) continue;
         if (sig != SIGCHLD) {
-            kill(child, sig);
+            HG_SYS2(__NR_kill, child, sig);
             continue;
         }
         // Reaping every child is init's job: orphans of the sandbox are re-parented here.
         for (;;) {
-            siginfo_t done;
-            memset(&done, 0, sizeof done);
-            if (waitid(P_ALL, 0, &done, WEXITED | WNOHANG) < 0 || done.si_pid == 0) break;
-            if (done.si_pid != child) continue;
-            if (done.si_code == CLD_EXITED) _exit(done.si_status);
-            _exit(128 + done.si_status);
+            struct info done;
+            done.pid = 0;
+            if (HG_SYS5(__NR_waitid, P_ALL, 0, &done, WEXITED | WNOHANG, NULL) < 0 || done.pid == 0) break;
+            if (done.pid != child) continue;
+            leave(done.code == CLD_EXITED ? done.status : 128 + done.status);
         }
     }
 }
+
+// The entry point: hand the initial stack (argc, argv, envp) to hangar_init_main.
+#if defined(__x86_64__)
+__asm__(".text\n.global _start\n_start:\n xor %rbp, %rbp\n mov %rsp, %rdi\n and $-16, %rsp\n call hangar_init_main\n hlt\n");
+#elif defined(__aarch64__)
+__asm__(".text\n.global _start\n_start:\n mov x29, #0\n mov x30, #0\n mov x0, sp\n and sp, x0, #-16\n bl hangar_init_main\n brk #0\n");
+#else
+#error "hangar-init: add this architecture's _start"
+#endif
