@@ -28,6 +28,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -531,6 +532,43 @@ static int read_failure(int fd, struct hg_report *out) {
     return n == (ssize_t)sizeof *out && out->step != 0;
 }
 
+/// Moves the spawning thread into a mount namespace of its own whose root is a small
+/// tmpfs holding only what children need before their pivot_root: /staging (the mount
+/// point of their upper tmpfs), the device nodes they bind, and /proc (a fully visible
+/// proc is what lets them mount their own inside a user namespace). Each clone then
+/// copies these few mounts instead of all of the host's, and no host path is reachable
+/// from a child even before its pivot_root. Threads have their own fs_struct after
+/// unshare(CLONE_FS), so the rest of the process keeps the host's view.
+static int enter_spawn_root(const char *mountpoint) {
+    static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    if (unshare(CLONE_FS | CLONE_NEWNS) < 0) return -errno;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return -errno;
+    if (mount("tmpfs", mountpoint, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755") < 0)
+        return -errno;
+    int root = open(mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) return -errno;
+    int err = 0;
+    char path[PATH_MAX];
+    if (mkdirat(root, "staging", 0755) < 0 || mkdirat(root, "proc", 0555) < 0 || mkdirat(root, "dev", 0755) < 0)
+        err = -errno;
+    for (size_t i = 0; err == 0 && i < sizeof devices / sizeof devices[0]; i++) {
+        char host[32];
+        snprintf(host, sizeof host, "/dev/%s", devices[i]);
+        snprintf(path, sizeof path, "%s/dev/%s", mountpoint, devices[i]);
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0 || close(fd) < 0 || mount(host, path, NULL, MS_BIND, NULL) < 0) err = -errno;
+    }
+    snprintf(path, sizeof path, "%s/proc", mountpoint);
+    if (err == 0 && mount("/proc", path, NULL, MS_BIND | MS_REC, NULL) < 0) err = -errno;
+    if (err == 0 && (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+                     chdir("/") < 0))
+        err = -errno;
+    close(root);
+    return err;
+}
+
+static void nothing(void *unused) { (void)unused; }
+
 static void run_spawn(void *opaque) {
     struct spawn_job *job = opaque;
     const struct hg_spawn_args *a = job->args;
@@ -543,6 +581,16 @@ static void run_spawn(void *opaque) {
         // changes this thread only.
         if (syscall(SYS_setgroups, 0, NULL) < 0) {
             job->status = fail(res, HG_STEP_ID_MAP, errno);
+            return;
+        }
+        // The id-map thread must keep the host's view (it opens the image by its host
+        // path): start it before this thread leaves, or it would inherit our new root.
+        int err = hg_worker_post(&mapper, nothing, NULL);
+        if (err == 0) hg_worker_wait(&mapper);
+        if (err == 0) err = enter_spawn_root(a->spawn_root);
+        if (err < 0) {
+            // Half-way there the thread's view is unknown: every later spawn fails too.
+            job->status = fail(res, HG_STEP_SPAWN_ROOT, -err);
             return;
         }
         thread_ready = 1;

@@ -47,6 +47,7 @@ enum hg_step {
     HG_STEP_EXEC_INIT = 26,
     HG_STEP_EXEC = 27,        // reported by hangar-init: the command's execve
     HG_STEP_INIT = 28,        // reported by hangar-init: its own setup (fork, ...)
+    HG_STEP_SPAWN_ROOT = 29,  // the spawning thread's own minimal mount namespace
 };
 
 /// One failure record, written to the report pipe. Mirrored by hangar-init.
@@ -103,8 +104,11 @@ enum hg_namespace {
 /// Everything the child needs, prepared by the parent while it may still allocate.
 struct hg_spawn_args {
     // Root filesystem
+    const char *spawn_root;     // empty host directory: the spawning thread mounts its own
+                                // minimal root there once (see enter_spawn_root in spawn.c)
     const char *image;          // host path of the image (lower layer), opened by the parent
-    const char *staging;        // empty host directory; the child mounts a tmpfs over it
+    const char *staging;        // in the spawning thread's root ("/staging"); the child
+                                // mounts its upper tmpfs over it
     const char *staging_options;// tmpfs options for the staging mount: "size=...,nr_inodes=...,mode=0755"
     const char *overlay_options;// "lowerdir=...,upperdir=...,workdir=..." under staging
     const char *lower_dir;      // absolute paths under staging

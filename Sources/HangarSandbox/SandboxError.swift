@@ -57,7 +57,7 @@ func errnoName(_ err: Int32) -> String {
 public enum SetupStep: Int32, Sendable, CustomStringConvertible {
     case clone = 1, signals, idMap, image, handshake, cgroup, cgroupNamespace, identity, privateRoot, staging
     case lower, overlay, mount, readOnlyRoot, pivot, hostname, loopback, setsid, fds, user, workdir
-    case parentDeathSignal, capabilities, noNewPrivs, seccomp, execInit, exec, initSetup
+    case parentDeathSignal, capabilities, noNewPrivs, seccomp, execInit, exec, initSetup, spawnRoot
 
     public var description: String {
         switch self {
@@ -89,6 +89,7 @@ public enum SetupStep: Int32, Sendable, CustomStringConvertible {
         case .execInit: "executing hangar-init"
         case .exec: "executing the command"
         case .initSetup: "hangar-init setup"
+        case .spawnRoot: "the spawning thread's mount namespace"
         }
     }
 }

@@ -35,7 +35,8 @@ public final class SandboxRuntime: Sendable {
     private let mountPlans = Mutex<[UInt64: CMountPlan]>([:])
     private let programs = Mutex<[SeccompProfile: [[UInt8]]]>([:])
 
-    var stagingDirectory: String { configuration.stateDirectory + "/staging" }
+    /// Where the spawning thread mounts its minimal root (in its own mount namespace).
+    var spawnRoot: String { configuration.stateDirectory + "/staging" }
 
     /// Prepares the runtime: state directories, hangar-init, the reaper.
     public init(configuration: SandboxRuntimeConfiguration = .init(), logger: Logger) throws(SandboxError) {
@@ -201,7 +202,7 @@ public final class SandboxRuntime: Sendable {
     ) -> Int32 {
         let arena = CArena()
         defer { arena.release() }
-        let staging = stagingDirectory
+        let staging = "/staging"
         var initArguments = ["hangar-init", "\(3 + spec.extraFDs.count)"]
         initArguments += spec.command
         let environment = spec.environment.map { "\($0.name)=\($0.value)" }
@@ -209,6 +210,7 @@ public final class SandboxRuntime: Sendable {
         let lengths = programs.map { UInt16($0.count / 8) }
         var args = hg_spawn_args()
         args.image = arena.string(spec.image.root)
+        args.spawn_root = arena.string(spawnRoot)
         args.staging = arena.string(staging)
         args.staging_options = arena.string(
             "size=\(spec.upperSize.bytes),nr_inodes=\(spec.upperInodes),mode=0755")
