@@ -14,11 +14,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-int hg_pidfd_open(pid_t pid) {
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    return fd < 0 ? -errno : fd;
-}
-
 int hg_pidfd_send_signal(int pidfd, int sig) {
     return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
 }

@@ -210,7 +210,6 @@ uint32_t hg_seccomp_act_kill_process(void);
 
 // ---- processes (process.c) -------------------------------------------------
 
-int hg_pidfd_open(pid_t pid);
 int hg_pidfd_send_signal(int pidfd, int sig);
 /// waitid(P_PIDFD) without blocking. Returns 1 and the status when the process ended,
 /// 0 while it runs, or a negative errno.
