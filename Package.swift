@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
         .testTarget(
             name: "HangarCLITests",
-            dependencies: ["HangarTestSupport", .target(name: "hangar")],
+            dependencies: ["HangarSandbox", "HangarTestSupport", .target(name: "hangar")],
             swiftSettings: strictness
         ),
         .testTarget(

@@ -15,7 +15,6 @@
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
-#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -23,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -159,23 +157,17 @@ static long do_mount(int rootfd, const struct hg_mount *m) {
             tree = r >= 0 ? HG_SYS3(__NR_fsmount, fs, FSMOUNT_CLOEXEC, m->attrs) : r;
             HG_SYS1(__NR_close, fs);
         }
-    } else if (m->kind == HG_MOUNT_BIND) {
-        tree = HG_SYS3(__NR_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-        if (tree >= 0) {
-            long r = set_attrs(tree, m->attrs, m->kind == HG_MOUNT_REBIND);
-            if (r < 0) {
-                HG_SYS1(__NR_close, tree);
-                tree = r;
-            }
-        }
-    } else if (m->kind == HG_MOUNT_REBIND) {
-        tree = HG_SYS3(__NR_open_tree, target, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
-        if (tree >= 0) {
-            long r = set_attrs(tree, m->attrs, m->kind == HG_MOUNT_REBIND);
-            if (r < 0) {
-                HG_SYS1(__NR_close, tree);
-                tree = r;
-            }
+    } else if (m->kind == HG_MOUNT_BIND || m->kind == HG_MOUNT_REBIND) {
+        // BIND clones a host path (only the mount there); REBIND clones the target with
+        // everything below it, so that its attributes reach the submounts too.
+        int rebind = m->kind == HG_MOUNT_REBIND;
+        tree = rebind ? HG_SYS3(__NR_open_tree, target, "",
+                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)
+                      : HG_SYS3(__NR_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        long r = tree >= 0 ? set_attrs(tree, m->attrs, rebind) : 0;
+        if (r < 0) {
+            HG_SYS1(__NR_close, tree);
+            tree = r;
         }
     }
     long r = tree;
@@ -184,23 +176,6 @@ static long do_mount(int rootfd, const struct hg_mount *m) {
         HG_SYS1(__NR_close, tree);
     }
     HG_SYS1(__NR_close, target);
-    return r;
-}
-
-static long loopback_up(void) {
-    long s = HG_SYS3(__NR_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0) return s;
-    struct ifreq ifr;
-    char *p = (char *)&ifr;
-    for (size_t i = 0; i < sizeof ifr; i++) p[i] = 0;
-    ifr.ifr_name[0] = 'l';
-    ifr.ifr_name[1] = 'o';
-    long r = HG_SYS3(__NR_ioctl, s, SIOCGIFFLAGS, &ifr);
-    if (r >= 0) {
-        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-        r = HG_SYS3(__NR_ioctl, s, SIOCSIFFLAGS, &ifr);
-    }
-    HG_SYS1(__NR_close, s);
     return r;
 }
 
@@ -367,10 +342,6 @@ static int child_main(void *opaque) {
         r = HG_SYS2(__NR_sethostname, a->hostname, hg_strlen(a->hostname));
         if (r < 0) child_fail(report, HG_STEP_HOSTNAME, r, -1);
     }
-    if ((a->clone_flags & CLONE_NEWNET) && a->netns_fd < 0) {
-        r = loopback_up();
-        if (r < 0) child_fail(report, HG_STEP_LOOPBACK, r, -1);
-    }
     r = HG_SYS0(__NR_setsid);
     if (r < 0) child_fail(report, HG_STEP_SETSID, r, -1);
 
@@ -517,7 +488,7 @@ static struct hg_worker mapper = HG_WORKER_INIT;
 static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *child_stack;
 static int home_netns = -1;  // the spawning thread's own network namespace
-static int thread_ready;     // the spawning thread has dropped its supplementary groups
+static int thread_state;     // 0: not set up yet, 1: ready, < 0: setup failed with -errno
 
 static int fail(struct hg_spawn_result *res, int32_t step, int err) {
     res->failure = (struct hg_report){.step = step, .error = err, .detail = -1};
@@ -575,25 +546,27 @@ static void run_spawn(void *opaque) {
     struct hg_spawn_result *res = job->result;
     *res = (struct hg_spawn_result){.pid = -1, .pidfd = -1, .report_fd = -1};
 
-    if (!thread_ready) {
+    if (thread_state == 0) {
         // Children inherit this thread's credentials: no supplementary groups of the
         // supervisor may reach a sandbox (setgroups is denied inside). The raw call
         // changes this thread only.
-        if (syscall(SYS_setgroups, 0, NULL) < 0) {
-            job->status = fail(res, HG_STEP_ID_MAP, errno);
-            return;
-        }
+        int err = syscall(SYS_setgroups, 0, NULL) < 0 ? -errno : 0;
         // The id-map thread must keep the host's view (it opens the image by its host
         // path): start it before this thread leaves, or it would inherit our new root.
-        int err = hg_worker_post(&mapper, nothing, NULL);
+        if (err == 0) err = hg_worker_post(&mapper, nothing, NULL);
         if (err == 0) hg_worker_wait(&mapper);
         if (err == 0) err = enter_spawn_root(a->spawn_root);
-        if (err < 0) {
-            // Half-way there the thread's view is unknown: every later spawn fails too.
-            job->status = fail(res, HG_STEP_SPAWN_ROOT, -err);
-            return;
-        }
-        thread_ready = 1;
+        // Half-way there this thread's view is unknown: every later spawn fails too.
+        thread_state = err < 0 ? err : 1;
+    }
+    if (thread_state < 0) {
+        job->status = fail(res, HG_STEP_SPAWN_ROOT, -thread_state);
+        return;
+    }
+    if (a->netns_fd < 0) {
+        // Never the spawning thread's own (the host's) network namespace.
+        job->status = fail(res, HG_STEP_CLONE, EINVAL);
+        return;
     }
 
     if (a->keep_fd_count > HG_MAX_KEEP_FDS) {
@@ -639,18 +612,15 @@ static void run_spawn(void *opaque) {
     // The child's credential changes act on the memory map it shares with us, and
     // reset its dumpable flag: put ours back afterwards.
     int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-    int flags = (a->clone_flags & ~CLONE_NEWCGROUP) | CLONE_NEWUSER | CLONE_VM | CLONE_VFORK |
+    // The cgroup namespace comes after joining the cgroups (in the child); the network
+    // namespace is a prepared one that this thread enters and the child inherits.
+    int flags = (a->clone_flags & ~(CLONE_NEWCGROUP | CLONE_NEWNET)) | CLONE_NEWUSER | CLONE_VM | CLONE_VFORK |
                 CLONE_PARENT_SETTID | SIGCHLD;
-    // A prepared network namespace: this thread enters it, the child inherits it.
-    int joined = 0;
     pid_t pid = -1;
     int clone_err = 0;
-    if (a->netns_fd >= 0) {
-        flags &= ~CLONE_NEWNET;
-        if (home_netns < 0) home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        if (home_netns < 0 || setns(a->netns_fd, CLONE_NEWNET) < 0) clone_err = errno;
-        joined = clone_err == 0;
-    }
+    if (home_netns < 0) home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home_netns < 0 || setns(a->netns_fd, CLONE_NEWNET) < 0) clone_err = errno;
+    int joined = clone_err == 0;
     if (clone_err == 0) {
         pid = clone(child_main, (char *)child_stack + HG_CHILD_STACK, flags, &ctx, &ctx.child_tid);
         if (pid < 0) clone_err = errno;

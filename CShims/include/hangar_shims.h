@@ -35,7 +35,7 @@ enum hg_step {
     HG_STEP_READONLY_ROOT = 14,
     HG_STEP_PIVOT = 15,
     HG_STEP_HOSTNAME = 16,
-    HG_STEP_LOOPBACK = 17,
+    HG_STEP_LOOPBACK = 17,    // unused: prepared network namespaces come with lo up
     HG_STEP_SETSID = 18,
     HG_STEP_FDS = 19,
     HG_STEP_USER = 20,        // the final uid/gid inside
@@ -142,9 +142,9 @@ struct hg_spawn_args {
     const uint16_t *seccomp_lengths; // instructions per program
     size_t seccomp_count;
     int cap_last;               // highest capability number the kernel knows
-    int clone_flags;            // namespace flags (CLONE_NEW*; CLONE_NEWCGROUP is done by unshare)
-    int netns_fd;               // >= 0: a network namespace from hg_netns_create to join
-                                // instead of HG_NS_NET; -1: none
+    int clone_flags;            // namespace flags (CLONE_NEW*; the cgroup namespace is unshared
+                                // after joining the cgroups, the network namespace is netns_fd)
+    int netns_fd;               // the sandbox's network namespace, from hg_netns_create
 };
 
 struct hg_spawn_result {

@@ -11,6 +11,7 @@
 // program spends most of its start-up probing the CPU (cpuid), which costs a VM exit
 // each time; hangar-init starts in every spawn, so it does without.
 #include "../hg_syscall.h"
+#include "../include/hangar_shims.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,15 +20,6 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
-
-enum { STEP_EXEC = 27, STEP_INIT = 28 };  // enum hg_step in hangar_shims.h
-
-struct report {
-    int32_t step;
-    int32_t error;
-    int32_t detail;
-};
-_Static_assert(sizeof(struct report) == 12, "mirrors struct hg_report");
 
 /// The kernel's siginfo, as much as init reads of it (128 bytes in all).
 struct info {
@@ -58,7 +50,7 @@ static size_t length(const char *s) {
 static void say(const char *text) { HG_SYS3(__NR_write, 2, text, length(text)); }
 
 __attribute__((noreturn)) static void report_and_leave(int fd, int32_t step, long err, int status) {
-    struct report r = {step, (int32_t)(err < 0 ? -err : err), -1};
+    struct hg_report r = {step, (int32_t)(err < 0 ? -err : err), -1};
     HG_SYS3(__NR_write, fd, &r, sizeof r);
     leave(status);
 }
@@ -128,14 +120,14 @@ __attribute__((used)) void hangar_init_main(long *stack) {
     for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) handled |= 1ull << (forwarded[i] - 1);
     uint64_t saved = 0;
     long r = HG_SYS4(__NR_rt_sigprocmask, SIG_BLOCK, &handled, &saved, 8);
-    if (r < 0) report_and_leave((int)report, STEP_INIT, r, 126);
+    if (r < 0) report_and_leave((int)report, HG_STEP_INIT, r, 126);
 
     long child = HG_SYS5(__NR_clone, SIGCHLD, 0, 0, 0, 0);
-    if (child < 0) report_and_leave((int)report, STEP_INIT, child, 126);
+    if (child < 0) report_and_leave((int)report, HG_STEP_INIT, child, 126);
     if (child == 0) {
         HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
         r = execute(argv + 2, envp);
-        report_and_leave((int)report, STEP_EXEC, r, r == -ENOENT ? 127 : 126);
+        report_and_leave((int)report, HG_STEP_EXEC, r, r == -ENOENT ? 127 : 126);
     }
     HG_SYS1(__NR_close, report);
 

@@ -26,6 +26,14 @@ public struct Image: Sendable, Hashable {
     }
 }
 
+extension Image {
+    /// The image at `path`, relative to the current directory unless absolute (for
+    /// paths typed by a user).
+    public init(resolving path: String) throws(SandboxError) {
+        try self.init(root: absolutePath(path))
+    }
+}
+
 /// Where named images live: `<directory>/<name>/rootfs`.
 public struct ImageStore: Sendable {
     /// The directory holding one folder per image.

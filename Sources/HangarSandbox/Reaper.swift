@@ -33,8 +33,8 @@ final class Reaper: Sendable {
     init() throws(SandboxError) {
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw .system(.host, "epoll_create1 for the reaper", errno: Glibc.errno) }
-        let thread = Thread(reaper: self)
-        thread.start()
+        let started = startThread { [self] in run() }
+        guard started == 0 else { throw .system(.host, "starting the reaper thread", errno: started) }
     }
 
     /// The exit status of the process behind `pidfd`, once it has ended. The pidfd stays
@@ -63,7 +63,7 @@ final class Reaper: Sendable {
         killed ? .signaled(code) : .exited(code)
     }
 
-    fileprivate func run() {
+    private func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         while true {
             let n = epoll_wait(epoll, &events, Int32(events.count), -1)
@@ -87,24 +87,5 @@ final class Reaper: Sendable {
                 continuation?.resume(returning: status)
             }
         }
-    }
-}
-
-/// The reaper's thread: a plain pthread that lives as long as the process.
-private final class Thread {
-    private let reaper: Reaper
-    init(reaper: Reaper) { self.reaper = reaper }
-
-    func start() {
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let started = pthread_create(
-            &thread, nil,
-            { opaque in
-                let me = Unmanaged<Thread>.fromOpaque(opaque!).takeRetainedValue()
-                me.reaper.run()
-                return nil
-            }, box.toOpaque())
-        if started == 0 { pthread_detach(thread) } else { box.release() }
     }
 }

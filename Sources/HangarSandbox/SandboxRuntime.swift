@@ -6,14 +6,15 @@ import Synchronization
 
 /// Configuration of the sandbox runtime of one process (a drone, `hangar run`).
 public struct SandboxRuntimeConfiguration: Sendable {
-    /// Directory for runtime state: the staging mount point and the uid slot locks.
-    /// Nothing is left in it per sandbox. Default: /run/hangar.
+    /// Directory for runtime state: the mount point of the spawning thread's own root
+    /// (an empty directory on the host) and the uid slot locks. Nothing is left in it per
+    /// sandbox. Default: /run/hangar.
     public var stateDirectory: String = "/run/hangar"
     /// The hangar-init executable; nil: `HANGAR_INIT`, else next to the running executable.
     public var initPath: String?
     /// Name of the cgroup under this process's own cgroup that holds sandbox groups.
     public var cgroupParent: String = "hangar"
-    /// Network namespaces kept ready for spawns; 0 creates each one in the spawn.
+    /// Network namespaces kept ready for spawns; 0 makes each one during its spawn.
     public var networkNamespacePool: Int = 4
 
     /// The defaults above.
@@ -36,7 +37,7 @@ public final class SandboxRuntime: Sendable {
     private let programs = Mutex<[SeccompProfile: [[UInt8]]]>([:])
 
     /// Where the spawning thread mounts its minimal root (in its own mount namespace).
-    var spawnRoot: String { configuration.stateDirectory + "/staging" }
+    var spawnRoot: String { configuration.stateDirectory + "/spawn-root" }
 
     /// Prepares the runtime: state directories, hangar-init, the reaper.
     public init(configuration: SandboxRuntimeConfiguration = .init(), logger: Logger) throws(SandboxError) {
@@ -46,7 +47,7 @@ public final class SandboxRuntime: Sendable {
         self.configuration = configuration
         self.logger = logger
         for directory in [
-            configuration.stateDirectory, configuration.stateDirectory + "/staging",
+            configuration.stateDirectory, configuration.stateDirectory + "/spawn-root",
             configuration.stateDirectory + "/ids",
         ] {
             if mkdir(directory, 0o755) < 0 && errno != EEXIST {
@@ -114,7 +115,7 @@ public final class SandboxRuntime: Sendable {
         }
         let netns: Int32
         do {
-            netns = configuration.networkNamespacePool > 0 ? try networkNamespaces.take() : -1
+            netns = try networkNamespaces.take()
         } catch {
             group?.destroy()
             throw error
@@ -242,7 +243,8 @@ public final class SandboxRuntime: Sendable {
         args.seccomp_lengths = UnsafePointer(arena.array(lengths))
         args.seccomp_count = programs.count
         args.cap_last = capLast
-        let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_NET, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
+        // The network namespace is the prepared one in netns_fd.
+        let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
         args.netns_fd = netns
         return withUnsafePointer(to: &args) { body($0) }

@@ -221,10 +221,9 @@ public struct SeccompProfile: Sendable, Hashable {
                 rules.append((name, hg_seccomp_act_errno(UInt16(err)), []))
             } else if allowed.contains(name) {
                 rules.append((name, allow, []))
-            } else if let matches = Optional(conditionalAllows.filter({ $0.syscall == name })), !matches.isEmpty {
-                rules += matches.map { (name, allow, $0.conditions) }
             } else {
-                rules.append((name, refuse, []))
+                let matches = conditionalAllows.filter { $0.syscall == name }
+                rules += matches.isEmpty ? [(name, refuse, [])] : matches.map { (name, allow, $0.conditions) }
             }
         }
         let allowList = try Self.program(

@@ -54,10 +54,12 @@ struct SpawnBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let image = try ImageStore.fromEnvironment().image(try ImageName(self.image))
+        let image = try await commandLineErrors { try ImageStore.fromEnvironment().image(try ImageName(self.image)) }
         var configuration = SandboxRuntimeConfiguration()
         configuration.networkNamespacePool = netnsPool
-        let runtime = try SandboxRuntime(configuration: configuration, logger: Logger(label: "hangar.bench"))
+        let runtime = try await commandLineErrors {
+            try SandboxRuntime(configuration: configuration, logger: Logger(label: "hangar.bench"))
+        }
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(null) }
         var spec = SandboxSpec(image: image, command: ["/bin/true"])

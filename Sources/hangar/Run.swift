@@ -54,7 +54,7 @@ struct Run: AsyncParsableCommand {
     func spec() throws -> SandboxSpec {
         let image: Image
         if let imagePath {
-            image = try Image(root: imagePath.hasPrefix("/") ? imagePath : currentDirectory() + "/" + imagePath)
+            image = try Image(resolving: imagePath)
         } else {
             image = try ImageStore.fromEnvironment().image(try ImageName(self.image))
         }
@@ -74,25 +74,11 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let spec: SandboxSpec
-        do {
-            spec = try self.spec()
-        } catch let error as InvalidValue {
-            throw ValidationError(error.description)
-        } catch let error as SandboxError {
-            FileHandleStandardError.write("hangar: \(error.message)\n")
-            throw ExitCode(125)
-        }
+        let spec = try await commandLineErrors { try self.spec() }
         let forwarder = SignalForwarder()
-        let sandbox: Sandbox
-        do {
+        let sandbox = try await commandLineErrors {
             let runtime = try SandboxRuntime(logger: Logger(label: "hangar"))
-            sandbox = try await runtime.spawn(spec)
-        } catch {
-            FileHandleStandardError.write("hangar: \(error.message)\n")
-            // The shell's conventions: 127 not found, 126 not executable, 125 our own failure.
-            if error.code == .exec { throw ExitCode(error.errno == ENOENT ? 127 : 126) }
-            throw ExitCode(125)
+            return try await runtime.spawn(spec)
         }
         forwarder.attach(sandbox)
         let status = await sandbox.wait()
@@ -155,15 +141,24 @@ final class SignalForwarder: @unchecked Sendable {
     }
 }
 
+/// Runs `body`, turning Hangar's errors into what a command line reports: a bad value
+/// is a usage error (64), a sandbox error is printed and exits as a shell would (127 not
+/// found, 126 not executable, 125 our own failure).
+func commandLineErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as InvalidValue {
+        throw ValidationError(error.description)
+    } catch let error as SandboxError {
+        FileHandleStandardError.write("hangar: \(error.message)\n")
+        if error.code == .exec { throw ExitCode(error.errno == ENOENT ? 127 : 126) }
+        throw ExitCode(125)
+    }
+}
+
 enum FileHandleStandardError {
     static func write(_ text: String) {
         var text = text
         text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
     }
-}
-
-func currentDirectory() -> String {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-    guard getcwd(&buffer, buffer.count) != nil else { return "/" }
-    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

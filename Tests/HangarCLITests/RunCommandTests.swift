@@ -1,4 +1,5 @@
 import Glibc
+import HangarSandbox
 import HangarTestSupport
 import Testing
 
@@ -45,11 +46,48 @@ struct RunCommandTests {
         (["run", "--pids", "0", "--", "true"], 64, "--pids must be at least 1"),
         (["run", "--workdir", "/nope", "--", "true"], 125, "working directory /nope"),
         (["run"], 64, "give the command after --"),
+        (["run", "--image-path", "/etc/passwd", "--", "true"], 125, "is not a directory"),
+        (["run", "--image-path", "no/such/dir", "--", "true"], 125, "not found at"),
+        (["run", "--upper-size", "lots", "--", "true"], 64, "invalid size \"lots\""),
+        (["run", "--upper-size", "4k", "--", "true"], 125, "upper size: at least 1m"),
+        (["bench", "spawn", "--runs", "0"], 64, "--runs must be 1...1000000"),
+        (["bench", "spawn", "--warmup=-1"], 64, "--warmup must not be negative"),
+        (["bench", "spawn", "--netns-pool=-1"], 64, "--netns-pool must be 0...1024"),
+        (["bench", "spawn", "--only", "hangar,docker"], 64, "unknown contender docker"),
+        (["bench", "spawn", "--image", "../x"], 64, "invalid image name"),
     ])
     func badInput(arguments: [String], status: Int32, message: String) async throws {
         let result = try await HangarProcess.run(arguments)
         #expect(result.status == status, "\(result.stderr)")
         #expect(result.stderr.contains(message), "\(result.stderr)")
+        await expectHostClean()
+    }
+
+    @Test("--image-path takes a relative directory; --read-only refuses writes")
+    func imagePathAndReadOnly() async throws {
+        let image = try TestSandbox.image("busybox")
+        let relative = try #require(image.root.components(afterPrefix: currentDirectory() + "/"))
+        let ran = try await HangarProcess.run(["run", "--image-path", relative, "--", "echo", "from path"])
+        #expect(ran.stdout == "from path\n", "\(ran.stderr)")
+        let readOnly = try await HangarProcess.run([
+            "run", "--read-only", "--", "sh", "-c", "echo x > /etc/new || echo refused; echo y > /tmp/new || echo refused",
+        ])
+        #expect(readOnly.stdout == "refused\nrefused\n")
+        #expect(readOnly.stderr.contains("Read-only file system"))
+        await expectHostClean()
+    }
+
+    @Test("hangar bench spawn prints a table and JSON for the contenders asked for")
+    func benchSpawn() async throws {
+        let result = try await HangarProcess.run([
+            "bench", "spawn", "--runs", "3", "--warmup", "0", "--only", "hangar,posix_spawn", "--netns-pool", "0",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("hangar ") })
+        #expect(lines.contains { $0.hasPrefix("posix_spawn (floor) ") })
+        #expect(!lines.contains { $0.hasPrefix("bwrap") })
+        #expect(lines.last?.hasPrefix("{\"benchmark\": \"spawn\", \"runs\": 3, \"results\": [") == true)
         await expectHostClean()
     }
 
@@ -89,5 +127,17 @@ struct RunCommandTests {
         kill(process.pid, SIGKILL)
         _ = try await process.finish()
         await expectHostClean()
+    }
+}
+
+func currentDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    guard getcwd(&buffer, buffer.count) != nil else { return "/" }
+    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+extension String {
+    func components(afterPrefix prefix: String) -> String? {
+        hasPrefix(prefix) ? String(dropFirst(prefix.count)) : nil
     }
 }

@@ -6,7 +6,7 @@ import HangarTestSupport
 import Testing
 
 /// The sandbox as its command sees it, and as the host sees it. Each test compares the
-/// host's mounts, cgroups, staging directory and sandbox-uid processes before and after.
+/// host's mounts, cgroups, spawn-root directory and sandbox-uid processes before and after.
 @Suite("Sandbox isolation", .serialized, .timeLimit(.minutes(2)))
 struct IsolationTests {
     let before = HostState.capture()

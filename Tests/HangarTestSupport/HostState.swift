@@ -1,17 +1,18 @@
 import Glibc
 
-/// What a sandbox may leave on the host: mounts, cgroups, staging content, processes
-/// with sandbox uids. Taken before and after a test; the two must be equal.
+/// What a sandbox may leave on the host: mounts, cgroups, entries in the spawning
+/// thread's root mount point, processes with sandbox uids. Taken before and after a
+/// test; the two must be equal.
 public struct HostState: Equatable, CustomStringConvertible, Sendable {
     public var mounts: [String]
     public var cgroups: [String]
-    public var staging: [String]
+    public var spawnRoot: [String]
     public var sandboxProcesses: [String]
 
     /// The state now. `/run/hangar` and the cgroup parent "hangar" are the runtime defaults.
     public static func capture() -> HostState {
         HostState(
-            mounts: mountPoints(), cgroups: sandboxCgroups(), staging: entries(of: "/run/hangar/staging"),
+            mounts: mountPoints(), cgroups: sandboxCgroups(), spawnRoot: entries(of: "/run/hangar/spawn-root"),
             sandboxProcesses: processesWithSandboxUIDs())
     }
 
@@ -28,7 +29,7 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
     }
 
     public var description: String {
-        "mounts: \(mounts.count), cgroups: \(cgroups), staging: \(staging), sandbox processes: \(sandboxProcesses)"
+        "mounts: \(mounts.count), cgroups: \(cgroups), spawn root: \(spawnRoot), sandbox processes: \(sandboxProcesses)"
     }
 
     static func mountPoints() -> [String] {
