@@ -7,8 +7,11 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/capability.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -56,3 +59,34 @@ int hg_cap_last(void) {
 }
 
 const char *hg_errno_name(int err) { return strerrorname_np(err); }
+
+int hg_send_with_fds(int socket, const void *data, size_t length, const int *fds, size_t fd_count) {
+    if (fd_count == 0 || fd_count > HG_HANDOFF_MAX_FDS) return -EINVAL;
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int) * HG_HANDOFF_MAX_FDS)];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = length};
+    struct msghdr message = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = CMSG_SPACE(sizeof(int) * fd_count)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fd_count);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * fd_count);
+    ssize_t n;
+    do n = sendmsg(socket, &message, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    return (size_t)n == length ? 0 : -EMSGSIZE;
+}
+
+int hg_eventfd(void) {
+    int fd = eventfd(0, EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int hg_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0; }
+
+int hg_set_nice(pid_t pid, int nice) { return setpriority(PRIO_PROCESS, (id_t)pid, nice) < 0 ? -errno : 0; }

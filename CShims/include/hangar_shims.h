@@ -58,6 +58,27 @@ struct hg_report {
 };
 _Static_assert(sizeof(struct hg_report) == 12, "hg_report is mirrored in Swift and hangar-init");
 
+/// The hand-off to a prepared sandbox (`hangar-init standby`): one SOCK_SEQPACKET message
+/// on its control socket. This header, then `length` bytes of NUL-terminated strings: the
+/// working directory, `argc` arguments and `envc` environment entries; as SCM_RIGHTS,
+/// `fd_count` fds: the command's 0, 1, 2, 3, ... and, last, the report pipe's write end.
+/// On that pipe init first writes one hg_report with step HG_STEP_NONE (accepted), then,
+/// as in a fresh spawn, a failure record or nothing (EOF: the command was executed).
+/// EOF before the acceptance means the prepared sandbox had ended.
+struct hg_handoff {
+    uint32_t magic;             // HG_HANDOFF_MAGIC
+    uint32_t argc;
+    uint32_t envc;
+    uint32_t fd_count;
+    uint32_t length;
+};
+#define HG_HANDOFF_MAGIC 0x48474831u      // "HGH1"
+enum hg_handoff_limits {
+    HG_HANDOFF_MAX_BYTES = 96 * 1024,  // fits a unix socket's default send buffer
+    HG_HANDOFF_MAX_STRINGS = 8192,
+    HG_HANDOFF_MAX_FDS = 3 + 64 + 1,   // stdio, the declared fds, the report pipe
+};
+
 enum hg_mount_kind {
     /// A new filesystem: fsopen(source) + fsconfig(options) + fsmount(attrs), moved onto target.
     HG_MOUNT_FS = 1,
@@ -145,6 +166,9 @@ struct hg_spawn_args {
     int clone_flags;            // namespace flags (CLONE_NEW*; the cgroup namespace is unshared
                                 // after joining the cgroups, the network namespace is netns_fd)
     int netns_fd;               // the sandbox's network namespace, from hg_netns_create
+    int background;             // 1: created ahead (a prepared sandbox). The clone and the
+                                // child's setup run at nice 19, so that they yield to running
+                                // sandboxes; the supervisor lifts it at the hand-off.
 };
 
 struct hg_spawn_result {
@@ -216,6 +240,14 @@ int hg_pidfd_send_signal(int pidfd, int sig);
 int hg_pidfd_reap(int pidfd, int *code, int *by_signal);
 /// Copy the file at path into a sealed memfd that can be executed with execveat.
 int hg_sealed_exec_copy(const char *path, const char *name);
+/// setpriority(PRIO_PROCESS, pid, nice). 0 or a negative errno.
+int hg_set_nice(pid_t pid, int nice);
+/// pipe2(O_CLOEXEC). 0 or a negative errno.
+int hg_pipe(int fds[2]);
+/// A close-on-exec eventfd (counter 0), or a negative errno.
+int hg_eventfd(void);
+/// sendmsg of data with fds attached (SCM_RIGHTS), MSG_NOSIGNAL. 0 or a negative errno.
+int hg_send_with_fds(int socket, const void *data, size_t length, const int *fds, size_t fd_count);
 /// The highest capability number of the running kernel.
 int hg_cap_last(void);
 /// The symbolic name of an errno value ("ENOENT"), or NULL.

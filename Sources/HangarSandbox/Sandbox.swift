@@ -9,6 +9,8 @@ public final class Sandbox: Sendable {
     public let id: SandboxID
     /// The host pid of the sandbox's init.
     public let pid: pid_t
+    /// Whether it was created ahead and its command handed over (see `keepPrepared`).
+    public let prepared: Bool
     /// init's pidfd while it has not been reaped; nil after, so that a signal can never
     /// reach another process through a reused fd number.
     private let pidfd: PidfdHandle
@@ -16,7 +18,7 @@ public final class Sandbox: Sendable {
 
     /// Supervises `pidfd`; the runtime calls this right after the spawn.
     static func supervise(
-        id: SandboxID, pid: pid_t, pidfd: Int32, reaper: Reaper, resources: SandboxResources
+        id: SandboxID, pid: pid_t, pidfd: Int32, reaper: Reaper, resources: SandboxResources, prepared: Bool
     ) -> Sandbox {
         let handle = PidfdHandle(pidfd)
         let exit = Task {
@@ -27,12 +29,13 @@ public final class Sandbox: Sendable {
             resources.release()
             return status
         }
-        return Sandbox(id: id, pid: pid, pidfd: handle, exit: exit)
+        return Sandbox(id: id, pid: pid, prepared: prepared, pidfd: handle, exit: exit)
     }
 
-    private init(id: SandboxID, pid: pid_t, pidfd: PidfdHandle, exit: Task<ExitStatus, Never>) {
+    private init(id: SandboxID, pid: pid_t, prepared: Bool, pidfd: PidfdHandle, exit: Task<ExitStatus, Never>) {
         self.id = id
         self.pid = pid
+        self.prepared = prepared
         self.pidfd = pidfd
         self.exit = exit
     }

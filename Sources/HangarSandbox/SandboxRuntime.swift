@@ -35,6 +35,7 @@ public final class SandboxRuntime: Sendable {
     let idRanges: IDRangePool
     private let mountPlans = Mutex<[UInt64: CMountPlan]>([:])
     private let programs = Mutex<[SeccompProfile: [[UInt8]]]>([:])
+    let prepared: PreparedPool
 
     /// Where the spawning thread mounts its minimal root (in its own mount namespace).
     var spawnRoot: String { configuration.stateDirectory + "/spawn-root" }
@@ -65,6 +66,7 @@ public final class SandboxRuntime: Sendable {
         self.cgroups = CgroupV1Hierarchy.discover(parentName: configuration.cgroupParent)
         self.networkNamespaces = NetworkNamespacePool(size: configuration.networkNamespacePool)
         self.idRanges = IDRangePool(lockDirectory: configuration.stateDirectory + "/ids")
+        self.prepared = try PreparedPool(logger: logger)
     }
 
     deinit { close(initFD) }
@@ -100,66 +102,193 @@ public final class SandboxRuntime: Sendable {
 
     /// Creates a sandbox and starts `spec.command` in it. Returns once the command has
     /// been executed; a failure of any setup step (or of the exec) throws, leaving
-    /// nothing behind.
+    /// nothing behind. When a sandbox of the spec's shape has been prepared ahead
+    /// (`keepPrepared`), the command is handed to it instead.
     public func spawn(_ spec: SandboxSpec) async throws(SandboxError) -> Sandbox {
         try spec.validate()
+        if let message = HandOff(spec), let ready = prepared.take(SandboxShape(spec)) {
+            if let sandbox = try await handOff(message, to: ready, spec: spec) { return sandbox }
+            logger.debug("a prepared sandbox was gone before its hand-off", metadata: ["sandbox.id": "\(ready.sandbox.id)"])
+        }
+        let (sandbox, reportFD) = try create(spec, initArguments: ["run", "\(3 + spec.extraFDs.count)"] + spec.command)
+        if case .failed(let failure) = Self.awaitExec(reportFD: reportFD) {
+            sandbox.kill()
+            _ = await sandbox.wait()
+            throw describeFailure(failure, spec: spec)
+        }
+        logger.debug(
+            "sandbox started",
+            metadata: ["sandbox.id": "\(sandbox.id)", "sandbox.pid": "\(sandbox.pid)", "image": "\(spec.image.root)"])
+        return sandbox
+    }
+
+    /// Keeps `count` sandboxes shaped like `spec` (its image, identity, hostname, layer
+    /// sizes, limits and seccomp profile) created ahead, complete but for the command. A
+    /// spawn of that shape then only hands its command, environment, working directory and
+    /// fds to one, and another is prepared in the background. Prepares the first one
+    /// before returning, so that a spec that cannot be created fails here. 0 stops.
+    public func keepPrepared(_ count: Int, like spec: SandboxSpec) throws(SandboxError) {
+        guard (0...1024).contains(count) else { throw .invalid("prepared count", "must be 0...1024, got \(count)") }
+        let shape = SandboxShape(spec)
+        let template = shape.template(of: spec)
+        let first = count > 0 && prepared.count(shape) == 0 ? try prepare(template) : nil
+        prepared.setTarget(count, for: shape, template: template, runtime: self)
+        if let first { prepared.add(first, shape: shape) }
+    }
+
+    /// How many sandboxes shaped like `spec` are ready for a hand-off.
+    public func preparedCount(like spec: SandboxSpec) -> Int {
+        prepared.count(SandboxShape(spec))
+    }
+
+    /// Stops preparing sandboxes and ends every prepared one; returns once they are gone
+    /// and their host resources released.
+    public func dropPrepared() async {
+        await prepared.dropAll()
+    }
+
+    /// Creates a sandbox in standby: hangar-init waits on a control socket for a hand-off.
+    func prepare(_ template: SandboxSpec) throws(SandboxError) -> PreparedSandbox {
+        var sockets: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &sockets) == 0 else {
+            throw .system(.host, "socketpair for a prepared sandbox", errno: errno)
+        }
+        var spec = template
+        spec.extraFDs = [sockets[1]]
+        let created: (Sandbox, Int32)
+        do {
+            defer { close(sockets[1]) }
+            created = try create(spec, initArguments: ["standby", "4", "3"], prepared: true)
+        } catch {
+            close(sockets[0])
+            throw error
+        }
+        let (sandbox, readyFD) = created
+        if case .failed(let failure) = Self.awaitExec(reportFD: readyFD) {
+            sandbox.kill()
+            close(sockets[0])
+            throw describeFailure(failure, spec: spec)
+        }
+        return PreparedSandbox(sandbox: sandbox, control: sockets[0])
+    }
+
+    /// Gives `spec`'s command to a prepared sandbox. nil: it had ended (the caller spawns
+    /// anew); throws when the command could not be started in it.
+    private func handOff(_ message: HandOff, to ready: PreparedSandbox, spec: SandboxSpec) async throws(SandboxError) -> Sandbox? {
+        var report: [Int32] = [-1, -1]
+        let piped = hg_pipe(&report)
+        guard piped == 0 else {
+            ready.discard()
+            throw .system(.host, "pipe for a hand-off", errno: -piped)
+        }
+        // It was created at nice 19 (background work); the command runs at normal priority.
+        _ = hg_set_nice(ready.sandbox.pid, 0)
+        let fds = [spec.stdio.input, spec.stdio.output, spec.stdio.error] + spec.extraFDs + [report[1]]
+        let sent = message.send(on: ready.control, fds: fds)
+        close(report[1])
+        close(ready.control)
+        guard sent == 0 else {
+            ready.sandbox.kill()
+            close(report[0])
+            return nil
+        }
+        switch Self.awaitExec(reportFD: report[0], handOff: true) {
+        case .executed: break
+        case .gone:
+            ready.sandbox.kill()
+            return nil
+        case .failed(let failure):
+            ready.sandbox.kill()
+            _ = await ready.sandbox.wait()
+            throw describeFailure(failure, spec: spec)
+        }
+        logger.debug(
+            "sandbox started from a prepared one",
+            metadata: ["sandbox.id": "\(ready.sandbox.id)", "sandbox.pid": "\(ready.sandbox.pid)", "image": "\(spec.image.root)"])
+        return ready.sandbox
+    }
+
+    /// Creates the sandbox of `spec` with hangar-init running `initArguments` in it.
+    /// Returns once init runs, with the read end of the report pipe.
+    private func create(_ spec: SandboxSpec, initArguments: [String], prepared: Bool = false) throws(SandboxError) -> (Sandbox, Int32) {
         let programs = try programs(for: spec.seccomp)
         let id = SandboxID.random()
         let ids = try idRanges.acquire()
         var group: CgroupV1Group?
         if !spec.limits.isEmpty {
             guard let cgroups else {
+                idRanges.release(ids)
                 throw SandboxError(.host, "resource limits need cgroups, and no cgroup v1 controller is mounted")
             }
-            group = try cgroups.create(name: id.rawValue, limits: spec.limits)
+            do {
+                group = try cgroups.create(name: id.rawValue, limits: spec.limits)
+            } catch {
+                idRanges.release(ids)
+                throw error
+            }
         }
         let netns: Int32
         do {
             netns = try networkNamespaces.take()
         } catch {
             group?.destroy()
+            idRanges.release(ids)
             throw error
         }
         let resources = SandboxResources(ids: ids, pool: idRanges, cgroup: group, networkNamespace: netns)
         var result = hg_spawn_result()
         let plan = mountPlan(shmSize: spec.shmSize.bytes)
-        let mounts = plan.steps
         let status = withSpawnArguments(
-            spec: spec, mounts: plan, programs: programs, ids: ids, cgroup: group, netns: netns
+            spec: spec, initArguments: ["hangar-init"] + initArguments, mounts: plan, programs: programs, ids: ids,
+            cgroup: group, netns: netns, background: prepared
         ) {
             hg_spawn($0, &result)
         }
         if status != 0 {
             resources.release()
-            throw describeFailure(result.failure, spec: spec, mounts: mounts)
+            throw describeFailure(result.failure, spec: spec)
         }
         let sandbox = Sandbox.supervise(
-            id: id, pid: result.pid, pidfd: result.pidfd, reaper: reaper, resources: resources)
-        if let failure = Self.awaitExec(reportFD: result.report_fd) {
-            sandbox.kill()
-            _ = await sandbox.wait()
-            throw describeFailure(failure, spec: spec, mounts: mounts)
-        }
-        logger.debug(
-            "sandbox started",
-            metadata: ["sandbox.id": "\(id)", "sandbox.pid": "\(result.pid)", "image": "\(spec.image.root)"])
-        return sandbox
+            id: id, pid: result.pid, pidfd: result.pidfd, reaper: reaper, resources: resources, prepared: prepared)
+        return (sandbox, result.report_fd)
     }
 
-    /// Reads the report pipe until hangar-init has executed the command (EOF) or says why not.
-    private static func awaitExec(reportFD: Int32) -> hg_report? {
+    /// What the report pipe said.
+    enum Report {
+        /// EOF: the command (or, in standby, init) was executed.
+        case executed
+        /// A setup step or the exec failed.
+        case failed(hg_report)
+        /// A hand-off was not accepted: the prepared sandbox had ended.
+        case gone
+    }
+
+    /// Reads the report pipe until hangar-init has executed the command (EOF) or says why
+    /// not. After a hand-off, init's acceptance comes first.
+    static func awaitExec(reportFD: Int32, handOff: Bool = false) -> Report {
         defer { close(reportFD) }
-        var report = hg_report()
-        var pending = pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)
-        // hangar-init forks and executes at once; ten seconds is a wedged machine.
-        guard poll(&pending, 1, 10_000) == 1 else {
-            return hg_report(step: SetupStep.initSetup.rawValue, error: ETIMEDOUT, detail: -1)
+        var awaitingAcceptance = handOff
+        while true {
+            var pending = pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)
+            // hangar-init forks and executes at once; ten seconds is a wedged machine.
+            guard poll(&pending, 1, 10_000) == 1 else {
+                return .failed(hg_report(step: SetupStep.initSetup.rawValue, error: ETIMEDOUT, detail: -1))
+            }
+            var report = hg_report()
+            let n = withUnsafeMutableBytes(of: &report) { read(reportFD, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            let record = n == MemoryLayout<hg_report>.size ? report : nil
+            if awaitingAcceptance {
+                guard record?.step == 0 else { return record.map { .failed($0) } ?? .gone }
+                awaitingAcceptance = false
+                continue
+            }
+            return record.map { $0.step != 0 ? .failed($0) : .executed } ?? .executed
         }
-        let n = withUnsafeMutableBytes(of: &report) { read(reportFD, $0.baseAddress, $0.count) }
-        return n == MemoryLayout<hg_report>.size && report.step != 0 ? report : nil
     }
 
-    private func describeFailure(_ failure: hg_report, spec: SandboxSpec, mounts: [MountStep]) -> SandboxError {
+    private func describeFailure(_ failure: hg_report, spec: SandboxSpec) -> SandboxError {
+        let mounts = mountPlan(shmSize: spec.shmSize.bytes).steps
         let err = failure.error
         guard let step = SetupStep(rawValue: failure.step) else {
             return SandboxError(.setup, "sandbox setup failed at step \(failure.step): \(errnoName(err))", errno: err)
@@ -198,14 +327,12 @@ public final class SandboxRuntime: Sendable {
 
     /// Lays the spawn arguments out in C memory that lives until `body` returns.
     private func withSpawnArguments(
-        spec: SandboxSpec, mounts: CMountPlan, programs: [[UInt8]], ids: IDRange, cgroup: CgroupV1Group?,
-        netns: Int32, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
+        spec: SandboxSpec, initArguments: [String], mounts: CMountPlan, programs: [[UInt8]], ids: IDRange,
+        cgroup: CgroupV1Group?, netns: Int32, background: Bool, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
     ) -> Int32 {
         let arena = CArena()
         defer { arena.release() }
         let staging = "/staging"
-        var initArguments = ["hangar-init", "\(3 + spec.extraFDs.count)"]
-        initArguments += spec.command
         let environment = spec.environment.map { "\($0.name)=\($0.value)" }
         let filters = programs.flatMap { $0 }
         let lengths = programs.map { UInt16($0.count / 8) }
@@ -247,6 +374,7 @@ public final class SandboxRuntime: Sendable {
         let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
         args.netns_fd = netns
+        args.background = background ? 1 : 0
         return withUnsafePointer(to: &args) { body($0) }
     }
 }

@@ -77,7 +77,7 @@ public struct SandboxSpec: Sendable {
 }
 
 /// Limits enforced through cgroups.
-public struct ResourceLimits: Sendable, Equatable {
+public struct ResourceLimits: Sendable, Hashable {
     /// Hard memory limit (memory.max, or memory.limit_in_bytes on v1); nil: none.
     public var memoryMax: ByteSize?
     /// Maximum number of tasks (pids.max); nil: none.

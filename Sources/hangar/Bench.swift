@@ -14,11 +14,14 @@ struct Bench: AsyncParsableCommand {
 struct SpawnBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spawn",
-        abstract: "Spawn and exit of /bin/true: Hangar, bwrap --unshare-all, posix_spawn.",
+        abstract: "Spawn and exit of /bin/true: Hangar (fresh and prepared), bwrap --unshare-all, posix_spawn.",
         discussion: """
             Each run starts /bin/true of the image and waits for it to end and for everything \
             around it to be released. Hangar's run is the full sandbox (all namespaces, idmapped \
-            overlay root, /proc and /dev, seccomp, capabilities dropped, cleanup). bwrap gets the \
+            overlay root, /proc and /dev, seccomp, capabilities dropped, cleanup). "hangar, prepared" \
+            hands the command to a sandbox created ahead (keepPrepared), waiting unmeasured before \
+            each run until one is ready. The contenders run in turns (one run each, then again). \
+            bwrap gets the \
             same image read-only as / with --unshare-all, a fresh /proc, /dev and a /tmp tmpfs. \
             posix_spawn of the host's /bin/true is the floor.
             """)
@@ -39,13 +42,13 @@ struct SpawnBench: AsyncParsableCommand {
     var netnsPool = SandboxRuntimeConfiguration().networkNamespacePool
 
     @Option(help: ArgumentHelp("Which contenders to run, comma-separated.", valueName: "list"))
-    var only: String = "hangar,bwrap,posix_spawn"
+    var only: String = "hangar,hangar-prepared,bwrap,posix_spawn"
 
     func validate() throws {
         if runs < 1 || runs > 1_000_000 { throw ValidationError("--runs must be 1...1000000, got \(runs)") }
         if warmup < 0 { throw ValidationError("--warmup must not be negative") }
         if netnsPool < 0 || netnsPool > 1024 { throw ValidationError("--netns-pool must be 0...1024") }
-        let unknown = Set(contenders).subtracting(["hangar", "bwrap", "posix_spawn"])
+        let unknown = Set(contenders).subtracting(["hangar", "hangar-prepared", "bwrap", "posix_spawn"])
         if !unknown.isEmpty { throw ValidationError("--only: unknown contender \(unknown.sorted().joined(separator: ", "))") }
     }
 
@@ -62,32 +65,61 @@ struct SpawnBench: AsyncParsableCommand {
         }
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(null) }
-        var spec = SandboxSpec(image: image, command: ["/bin/true"])
-        spec.stdio = (null, null, null)
+        var base = SandboxSpec(image: image, command: ["/bin/true"])
+        base.stdio = (null, null, null)
+        let spec = base
 
-        var results: [Measurement] = []
-        if contenders.contains("hangar") {
-          results.append(
-            try await measure("hangar") {
-                let sandbox = try await runtime.spawn(spec)
-                let status = await sandbox.wait()
-                guard status == .exited(0) else { throw BenchError("hangar: /bin/true \(status)") }
-            })
+        // Fresh spawns get another hostname when prepared ones are measured too, so that
+        // they never take one.
+        var fresh = spec
+        if self.contenders.contains("hangar-prepared") { fresh.hostname = try Hostname("fresh") }
+        let freshSpec = fresh
+        var contenders: [Contender] = []
+        if self.contenders.contains("hangar") {
+            contenders.append(
+                Contender(name: "hangar") {
+                    let sandbox = try await runtime.spawn(freshSpec)
+                    let status = await sandbox.wait()
+                    guard !sandbox.prepared else { throw BenchError("hangar: the spawn took a prepared sandbox") }
+                    guard status == .exited(0) else { throw BenchError("hangar: /bin/true \(status)") }
+                })
         }
-        if !contenders.contains("bwrap") {
+        if self.contenders.contains("hangar-prepared") {
+            // Created ahead, outside the measurement; the next one is prepared (at nice 19)
+            // while the measured run goes on, as in a drone.
+            try await commandLineErrors { try runtime.keepPrepared(1, like: spec) }
+            contenders.append(
+                Contender(name: "hangar, prepared") {
+                    let sandbox = try await runtime.spawn(spec)
+                    let status = await sandbox.wait()
+                    guard sandbox.prepared else { throw BenchError("hangar, prepared: no prepared sandbox was ready") }
+                    guard status == .exited(0) else { throw BenchError("hangar, prepared: /bin/true \(status)") }
+                })
+        }
+        if !self.contenders.contains("bwrap") {
         } else if let bwrap = findExecutable("bwrap") {
             let arguments = [
                 bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", image.root, "/", "--proc", "/proc",
                 "--dev", "/dev", "--tmpfs", "/tmp", "--", "/bin/true",
             ]
-            results.append(try await measure("bwrap --unshare-all") { try spawnAndWait(arguments, stdio: null) })
+            contenders.append(Contender(name: "bwrap --unshare-all") { try spawnAndWait(arguments, stdio: null) })
         } else {
             FileHandleStandardError.write("hangar bench: bwrap not found; install bubblewrap to compare\n")
         }
-        if contenders.contains("posix_spawn") {
-            results.append(
-                try await measure("posix_spawn (floor)") { try spawnAndWait(["/bin/true"], stdio: null) })
+        if self.contenders.contains("posix_spawn") {
+            contenders.append(Contender(name: "posix_spawn (floor)") { try spawnAndWait(["/bin/true"], stdio: null) })
         }
+        // Before every run of every contender: the prepared sandbox is back (its
+        // preparation never overlaps another contender's run).
+        let waitForPrepared = self.contenders.contains("hangar-prepared")
+        let settle: @Sendable () async throws -> Void = {
+            guard waitForPrepared else { return }
+            for _ in 0..<10_000 where runtime.preparedCount(like: spec) == 0 {
+                try await Task.sleep(for: .microseconds(200))
+            }
+        }
+        let results = try await measure(contenders, settle: settle)
+        await runtime.dropPrepared()
 
         print(Measurement.table(results, title: "spawn + exit of /bin/true, \(runs) runs, \(image.root)"))
         let report = Measurement.json(results, benchmark: "spawn", runs: runs)
@@ -100,18 +132,28 @@ struct SpawnBench: AsyncParsableCommand {
         }
     }
 
-    private func measure(_ name: String, _ body: () async throws -> Void) async throws -> Measurement {
-        for _ in 0..<warmup { try await body() }
-        var samples: [Duration] = []
-        samples.reserveCapacity(runs)
+    /// Measures the contenders in turns (one run of each, then again), so that the
+    /// machine's drift over the minutes of a benchmark affects them alike: `warmup`
+    /// unmeasured rounds, then `runs` measured ones. `settle` runs, unmeasured, before each.
+    private func measure(_ contenders: [Contender], settle: @Sendable () async throws -> Void) async throws -> [Measurement] {
+        var samples = [[Duration]](repeating: [], count: contenders.count)
         let clock = ContinuousClock()
-        for _ in 0..<runs {
-            let start = clock.now
-            try await body()
-            samples.append(clock.now - start)
+        for round in 0..<(warmup + runs) {
+            for (index, contender) in contenders.enumerated() {
+                try await settle()
+                let start = clock.now
+                try await contender.run()
+                if round >= warmup { samples[index].append(clock.now - start) }
+            }
         }
-        return Measurement(name: name, samples: samples)
+        return zip(contenders, samples).map { Measurement(name: $0.name, samples: $1) }
     }
+}
+
+/// One thing measured: a name and one run of it.
+struct Contender: Sendable {
+    var name: String
+    var run: @Sendable () async throws -> Void
 }
 
 /// Latencies of one contender.

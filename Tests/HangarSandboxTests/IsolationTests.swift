@@ -23,7 +23,7 @@ struct IsolationTests {
         let lines = result.stdout.split(separator: "\n").map(String.init)
         #expect(result.status == .exited(0))
         #expect(lines.first == "2", "the command is the first child of init")
-        #expect(lines.dropFirst().first?.hasPrefix("hangar-init 3 sh -c") == true)
+        #expect(lines.dropFirst().first?.hasPrefix("hangar-init run 3 sh -c") == true)
         #expect(Int(lines.last ?? "") ?? 99 <= 4, "only init, the shell, ls and grep are visible")
         await expectHostClean()
     }
@@ -157,13 +157,7 @@ struct IsolationTests {
         let started = try await TestSandbox.start(try TestSandbox.shell("id -u; exec sleep 30"))
         let initPID = started.sandbox.pid
         // The command is init's only child.
-        var children = ""
-        for _ in 0..<100 {
-            children = readFile("/proc/\(initPID)/task/\(initPID)/children") ?? ""
-            if !children.isEmpty, readFile("/proc/\(children.trimmingCharacters(in: " "))/comm") == "sleep\n" { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        let command = children.trimmingCharacters(in: " ")
+        let command = try await TestSandbox.commandPID(of: started.sandbox, running: "sleep")
         for pid in [String(initPID), command] {
             let status = readFile("/proc/\(pid)/status") ?? ""
             let uids = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(separator: "\t").dropFirst()

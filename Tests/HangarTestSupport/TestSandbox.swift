@@ -40,9 +40,10 @@ public enum TestSandbox {
         try images.image(try ImageName(name))
     }
 
-    /// A spec running `sh -c script` in the busybox image (or `image`).
-    public static func shell(_ script: String, image: String = "busybox") throws -> SandboxSpec {
-        SandboxSpec(image: try self.image(image), command: ["sh", "-c", script])
+    /// A spec running `sh -c script` in the busybox image (or `image`); `arguments` become
+    /// the script's $1, $2, ...
+    public static func shell(_ script: String, image: String = "busybox", arguments: [String] = []) throws -> SandboxSpec {
+        SandboxSpec(image: try self.image(image), command: ["sh", "-c", script, "sh"] + arguments)
     }
 
     /// Runs `spec` to the end, collecting its output (stdin is /dev/null).
@@ -72,6 +73,17 @@ public enum TestSandbox {
         return Started(sandbox: sandbox, stdout: out.read, stderr: err.read)
     }
 
+    /// The host pid of init's child once it runs the program `comm` (at most a second).
+    public static func commandPID(of sandbox: Sandbox, running comm: String) async throws -> String {
+        let initPID = sandbox.pid
+        for _ in 0..<100 {
+            let children = readFile("/proc/\(initPID)/task/\(initPID)/children") ?? ""
+            if let child = children.split(separator: " ").first.map(String.init), readFile("/proc/\(child)/comm") == comm + "\n" { return child }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestFailure("init \(initPID) has no child running \(comm)")
+    }
+
     /// A sandbox whose output is being captured.
     public struct Started: Sendable {
         public let sandbox: Sandbox
@@ -86,6 +98,21 @@ public enum TestSandbox {
             return RunResult(status: status, stdout: await out, stderr: await err)
         }
     }
+}
+
+/// A close-on-exec pipe, for tests.
+public struct TestPipe: Sendable {
+    public let read: Int32
+    public let write: Int32
+
+    public init() throws {
+        let pipe = try Pipe()
+        read = pipe.read
+        write = pipe.write
+    }
+
+    /// Reads to EOF (close the write end first), then closes the read end.
+    public func readAll() async -> String { await HangarTestSupport.readAll(read) }
 }
 
 /// A close-on-exec pipe.
