@@ -37,3 +37,10 @@ bench: release images
 
 clean:
 	rm -rf .build $(IMAGES)
+
+# Boots a throwaway QEMU (TCG) guest with a Debian cloud kernel and a pure cgroup v2 hierarchy,
+# and runs scripts/qemu/selfcheck.c in it (the environment the cgroup v2 driver needs).
+# As root; the first run installs qemu and caches the kernel in /var/cache/hangar/qemu.
+.PHONY: qemu-check
+qemu-check:
+	@bash scripts/qemu/check.sh

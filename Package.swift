@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
     ],
     targets: [
         .target(
@@ -45,10 +46,15 @@ let package = Package(
             ],
             swiftSettings: strictness
         ),
+        .target(
+            name: "HangarPolicy",
+            dependencies: ["HangarCore", "HangarSandbox", .product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: strictness
+        ),
         .executableTarget(
             name: "hangar",
             dependencies: [
-                "HangarCore", "HangarSandbox",
+                "HangarCore", "HangarSandbox", "HangarPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -61,6 +67,11 @@ let package = Package(
             swiftSettings: strictness
         ),
         .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "HangarPolicyTests",
+            dependencies: ["HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],
+            swiftSettings: strictness
+        ),
         .testTarget(
             name: "HangarCLITests",
             dependencies: ["HangarSandbox", "HangarTestSupport", .target(name: "hangar")],

@@ -42,12 +42,14 @@ struct spawn_ctx {
     int child_sock;            // the child's end
     int report_fd;             // write end of the report pipe
     volatile pid_t child_tid;  // written by the kernel (CLONE_PARENT_SETTID)
+    const int *host_trees;     // the child's: received trees of hg_spawn_args.host_binds
 };
 
 /// Sent by the id-map thread to the child, with the image tree fd on success.
 struct handshake {
     int32_t step;
     int32_t error;
+    int32_t detail;
 };
 
 // ---- child -------------------------------------------------------------------
@@ -138,13 +140,18 @@ static long set_attrs(long treefd, uint64_t attrs, int recursive) {
     return HG_SYS5(__NR_mount_setattr, treefd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
 }
 
-static long do_mount(int rootfd, const struct hg_mount *m) {
+static long do_mount(int rootfd, const struct hg_mount *m, const int *host_trees, size_t host_tree_count) {
     if (m->kind == HG_MOUNT_SYMLINK) return create_beneath(rootfd, m->target, CREATE_SYMLINK, m->source);
     long target = mount_target(rootfd, m);
     if (target < 0) return (target == -ENOENT && (m->flags & HG_MOUNT_OPTIONAL)) ? 0 : target;
 
     long tree = -EINVAL;
-    if (m->kind == HG_MOUNT_FS) {
+    if (m->kind == HG_MOUNT_HOST) {
+        // Attached as it came; the parent set its attributes. Closed by the caller.
+        long r = m->tree >= 0 && (size_t)m->tree < host_tree_count ? attach(host_trees[m->tree], target) : -EINVAL;
+        HG_SYS1(__NR_close, target);
+        return r;
+    } else if (m->kind == HG_MOUNT_FS) {
         long fs = HG_SYS2(__NR_fsopen, m->source, FSOPEN_CLOEXEC);
         if (fs < 0) {
             tree = fs;
@@ -209,15 +216,18 @@ static long arrange_fds(const struct hg_spawn_args *a, int *report, int *init_fd
 
 /// The privileged half: lock the securebits, empty the bounding and ambient sets.
 /// Needs CAP_SETPCAP, so it runs before the switch to the sandbox's user.
-static long drop_bounding_set(int cap_last) {
-    long r = HG_SYS5(__NR_prctl, PR_SET_SECUREBITS,
-                     SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-                         SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
-                         SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
-                     0, 0, 0);
+/// The privileged half: lock the securebits, empty the bounding set but for `keep`,
+/// clear the ambient set. Needs CAP_SETPCAP, so it runs before the switch to the
+/// sandbox's user. With nothing kept, raising ambient capabilities is locked off too.
+static long drop_bounding_set(int cap_last, uint64_t keep) {
+    unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                         SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED;
+    if (keep == 0) bits |= SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    long r = HG_SYS5(__NR_prctl, PR_SET_SECUREBITS, bits, 0, 0, 0);
     if (r < 0) return r;
     // Every capability libcap knows, and on until the kernel knows no more.
     for (int cap = 0; cap < 64; cap++) {
+        if (keep & (1ull << cap)) continue;
         r = HG_SYS5(__NR_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
         if (r == -EINVAL && cap > cap_last) break;
         if (r < 0) return r;
@@ -225,16 +235,23 @@ static long drop_bounding_set(int cap_last) {
     return HG_SYS5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 }
 
-/// The unprivileged half: empty the effective, permitted and inheritable sets.
-static long drop_capabilities(void) {
+/// The unprivileged half: the effective, permitted and inheritable sets become `keep`
+/// (usually empty), and each kept capability is raised in the ambient set, so that it
+/// survives the execs of hangar-init and the command.
+static long drop_capabilities(uint64_t keep) {
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
     for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
-        data[i].effective = 0;
-        data[i].permitted = 0;
-        data[i].inheritable = 0;
+        uint32_t part = (uint32_t)(keep >> (32 * i));
+        data[i].effective = part;
+        data[i].permitted = part;
+        data[i].inheritable = part;
     }
-    return HG_SYS2(__NR_capset, &header, data);
+    long r = HG_SYS2(__NR_capset, &header, data);
+    for (int cap = 0; r >= 0 && cap < 64; cap++) {
+        if (keep & (1ull << cap)) r = HG_SYS5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    }
+    return r;
 }
 
 static int child_main(void *opaque) {
@@ -268,23 +285,27 @@ static int child_main(void *opaque) {
     char hello = 'h';
     r = hg_sys6(__NR_sendto, ctx->child_sock, (long)&hello, 1, MSG_NOSIGNAL, 0, 0);
     if (r < 0) child_fail(report, HG_STEP_HANDSHAKE, r, -1);
-    struct handshake hs = {0, 0};
+    struct handshake hs = {0, 0, -1};
     struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * (1 + HG_MAX_HOST_BINDS))];
         struct cmsghdr align;
     } control;
     struct msghdr msg = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
     r = HG_SYS3(__NR_recvmsg, ctx->child_sock, &msg, MSG_CMSG_CLOEXEC);
     if (r != (long)sizeof hs) child_fail(report, HG_STEP_HANDSHAKE, r < 0 ? r : -EPROTO, -1);
-    if (hs.step != 0) child_fail(report, hs.step, hs.error, -1);
+    if (hs.step != 0) child_fail(report, hs.step, hs.error, hs.detail);
+    // The image's tree, then one per host bind.
+    size_t tree_count = 1 + a->host_bind_count;
     struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
     if (cmsg == NULL || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
-        cmsg->cmsg_len != CMSG_LEN(sizeof(int)) || (msg.msg_flags & MSG_CTRUNC))
+        cmsg->cmsg_len != CMSG_LEN(sizeof(int) * tree_count) || (msg.msg_flags & MSG_CTRUNC))
         child_fail(report, HG_STEP_HANDSHAKE, -EPROTO, -1);
-    int image_tree;
-    __builtin_memcpy(&image_tree, CMSG_DATA(cmsg), sizeof image_tree);
+    int trees[1 + HG_MAX_HOST_BINDS];
+    __builtin_memcpy(trees, CMSG_DATA(cmsg), sizeof(int) * tree_count);
+    int image_tree = trees[0];
+    ctx->host_trees = trees + 1;
 
     // cgroups: join while still holding host credentials, then make the cgroup the
     // root of a new cgroup namespace.
@@ -324,9 +345,10 @@ static int child_main(void *opaque) {
     // /proc, /dev and the rest, before pivot_root (proc cannot be mounted after it
     // inside a user namespace).
     for (size_t i = 0; i < a->mount_count; i++) {
-        r = do_mount((int)rootfd, &a->mounts[i]);
+        r = do_mount((int)rootfd, &a->mounts[i], ctx->host_trees, a->host_bind_count);
         if (r < 0) child_fail(report, HG_STEP_MOUNT, r, (int32_t)i);
     }
+    for (size_t i = 0; i < a->host_bind_count; i++) HG_SYS1(__NR_close, ctx->host_trees[i]);
     if (a->readonly_root) {
         r = set_attrs(rootfd, MOUNT_ATTR_RDONLY, 0);
         if (r < 0) child_fail(report, HG_STEP_READONLY_ROOT, r, -1);
@@ -348,7 +370,7 @@ static int child_main(void *opaque) {
 
     // Capabilities: the bounding set while CAP_SETPCAP is still held, then the user
     // switch (NO_SETUID_FIXUP keeps the caps it needs), then everything else.
-    r = drop_bounding_set(a->cap_last);
+    r = drop_bounding_set(a->cap_last, a->keep_caps);
     if (r < 0) child_fail(report, HG_STEP_CAPS, r, -1);
     if (a->gid != 0 || a->uid != 0) {
         r = HG_SYS3(__NR_setresgid, a->gid, a->gid, a->gid);
@@ -367,7 +389,8 @@ static int child_main(void *opaque) {
     r = arrange_fds(a, &report, &init_fd);
     if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
 
-    r = drop_capabilities();
+    HG_SYS1(__NR_umask, a->umask);
+    r = drop_capabilities(a->keep_caps);
     if (r < 0) child_fail(report, HG_STEP_CAPS, r, -1);
     r = HG_SYS5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     if (r < 0) child_fail(report, HG_STEP_NO_NEW_PRIVS, r, -1);
@@ -384,7 +407,7 @@ static int child_main(void *opaque) {
     const struct sock_filter *filter = a->seccomp_filters;
     for (size_t i = 0; i < a->seccomp_count; i++) {
         struct sock_fprog prog = {.len = a->seccomp_lengths[i], .filter = (struct sock_filter *)filter};
-        r = HG_SYS5(__NR_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+        r = HG_SYS3(__NR_seccomp, SECCOMP_SET_MODE_FILTER, a->seccomp_log ? SECCOMP_FILTER_FLAG_LOG : 0, &prog);
         if (r < 0) child_fail(report, HG_STEP_SECCOMP, r, (int32_t)i);
         filter += a->seccomp_lengths[i];
     }
@@ -408,26 +431,19 @@ static int write_proc_file(pid_t pid, const char *name, const char *text) {
 
 /// The image as a detached, read-only mount whose owners are mapped through the
 /// child's user namespace: files owned by host root appear owned by root inside.
-static int idmapped_image(pid_t pid, const char *image, int *tree_out) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
-    int userns = open(path, O_RDONLY | O_CLOEXEC);
-    if (userns < 0) return -errno;
-    int tree = (int)syscall(__NR_open_tree, AT_FDCWD, image, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    int err = tree < 0 ? -errno : 0;
-    if (err == 0) {
-        struct mount_attr attr = {
-            .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            .userns_fd = (uint64_t)userns,
-        };
-        if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
-            err = -errno;
-            close(tree);
-        }
+/// A clone of the host path's mount (not its submounts), idmapped to the user
+/// namespace `userns` and given `attrs`.
+static int idmapped_tree(int userns, const char *path, uint64_t attrs, int *tree_out) {
+    int tree = (int)syscall(__NR_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) return -errno;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | attrs, .userns_fd = (uint64_t)userns};
+    if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        int err = -errno;
+        close(tree);
+        return err;
     }
-    close(userns);
-    if (err == 0) *tree_out = tree;
-    return err;
+    *tree_out = tree;
+    return 0;
 }
 
 /// Runs on the id-map thread while the spawning thread is frozen in clone: waits for
@@ -444,36 +460,55 @@ static void map_ids(void *opaque) {
     if (n != 1) return;  // the child died before its hello, or clone failed
     pid_t pid = ctx->child_tid;
 
-    struct handshake hs = {0, 0};
-    int tree = -1;
+    struct handshake hs = {0, 0, -1};
+    int trees[1 + HG_MAX_HOST_BINDS];
+    size_t tree_count = 0;
     int err = write_proc_file(pid, "setgroups", "deny");
     if (err == 0) err = write_proc_file(pid, "uid_map", a->uid_map);
     if (err == 0) err = write_proc_file(pid, "gid_map", a->gid_map);
-    if (err != 0) {
-        hs = (struct handshake){HG_STEP_ID_MAP, -err};
-    } else if ((err = idmapped_image(pid, a->image, &tree)) != 0) {
-        hs = (struct handshake){HG_STEP_IMAGE, -err};
+    if (err != 0) hs = (struct handshake){HG_STEP_ID_MAP, -err, -1};
+    // Resource limits from here: a limit above our own hard limit needs CAP_SYS_RESOURCE
+    // in the host's user namespace, which the child never has.
+    for (size_t i = 0; hs.step == 0 && i < a->rlimit_count; i++) {
+        struct rlimit64 limit = {a->rlimits[i].value, a->rlimits[i].value};
+        if (prlimit64(pid, (enum __rlimit_resource)a->rlimits[i].resource, &limit, NULL) < 0)
+            hs = (struct handshake){HG_STEP_RLIMIT, errno, (int32_t)i};
     }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+    int userns = hs.step == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (hs.step == 0 && userns < 0) hs = (struct handshake){HG_STEP_IMAGE, errno, -1};
+    if (hs.step == 0) {
+        err = idmapped_tree(userns, a->image, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, &trees[0]);
+        if (err != 0) hs = (struct handshake){HG_STEP_IMAGE, -err, -1};
+        else tree_count = 1;
+    }
+    for (size_t i = 0; hs.step == 0 && i < a->host_bind_count && i < HG_MAX_HOST_BINDS; i++) {
+        err = idmapped_tree(userns, a->host_binds[i].source, a->host_binds[i].attrs, &trees[tree_count]);
+        if (err != 0) hs = (struct handshake){HG_STEP_HOST_BIND, -err, (int32_t)i};
+        else tree_count++;
+    }
+    if (userns >= 0) close(userns);
 
     struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * (1 + HG_MAX_HOST_BINDS))];
         struct cmsghdr align;
     } control;
     memset(&control, 0, sizeof control);
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (tree >= 0) {
+    if (hs.step == 0) {
         msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * tree_count);
         struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
         cmsg->cmsg_level = SOL_SOCKET;
         cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cmsg), &tree, sizeof tree);
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * tree_count);
+        memcpy(CMSG_DATA(cmsg), trees, sizeof(int) * tree_count);
     }
     while (sendmsg(ctx->parent_sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {
     }
-    if (tree >= 0) close(tree);
+    for (size_t i = 0; i < tree_count; i++) close(trees[i]);
 }
 
 // ---- the spawning thread ---------------------------------------------------------
@@ -570,6 +605,10 @@ static void run_spawn(void *opaque) {
         return;
     }
 
+    if (a->host_bind_count > HG_MAX_HOST_BINDS) {
+        job->status = fail(res, HG_STEP_HOST_BIND, E2BIG);
+        return;
+    }
     if (a->keep_fd_count > HG_MAX_KEEP_FDS) {
         job->status = fail(res, HG_STEP_FDS, E2BIG);
         return;

@@ -48,6 +48,8 @@ enum hg_step {
     HG_STEP_EXEC = 27,        // reported by hangar-init: the command's execve
     HG_STEP_INIT = 28,        // reported by hangar-init: its own setup (fork, ...)
     HG_STEP_SPAWN_ROOT = 29,  // the spawning thread's own minimal mount namespace
+    HG_STEP_RLIMIT = 30,      // parent side: prlimit on the child; detail: index
+    HG_STEP_HOST_BIND = 31,   // parent side: idmapped clone of a host path; detail: index
 };
 
 /// One failure record, written to the report pipe. Mirrored by hangar-init.
@@ -88,6 +90,9 @@ enum hg_mount_kind {
     HG_MOUNT_REBIND = 3,
     /// A symlink at target pointing to source.
     HG_MOUNT_SYMLINK = 4,
+    /// hg_spawn_args.host_binds[tree] (cloned and idmapped by the parent, which sees the
+    /// host's paths) attached at target.
+    HG_MOUNT_HOST = 5,
 };
 
 enum hg_mount_flags {
@@ -109,6 +114,22 @@ struct hg_mount {
     const char *source;        // fs type (FS), host path (BIND), link text (SYMLINK)
     const char *target;        // relative path, no leading '/', at most PATH_MAX
     const char *const *options;// FS: key, value pairs (value NULL = flag); NULL-terminated
+    int32_t tree;              // HOST: index into hg_spawn_args.host_binds
+};
+
+/// A host path bound into the sandbox (policy mounts, per-key data directories). The
+/// parent clones it (not recursively) and idmaps it to the sandbox's user namespace, so
+/// that host root's files belong to the sandbox's root.
+struct hg_host_bind {
+    const char *source;        // absolute host path
+    uint64_t attrs;            // MOUNT_ATTR_* besides IDMAP (RDONLY, NOSUID, NODEV, ...)
+};
+#define HG_MAX_HOST_BINDS 16
+
+/// One resource limit (RLIMIT_*), soft and hard, set on the child by the parent.
+struct hg_rlimit {
+    int32_t resource;
+    uint64_t value;
 };
 
 /// Namespace flags for hg_spawn_args.clone_flags (the CLONE_NEW* values).
@@ -166,6 +187,14 @@ struct hg_spawn_args {
     int clone_flags;            // namespace flags (CLONE_NEW*; the cgroup namespace is unshared
                                 // after joining the cgroups, the network namespace is netns_fd)
     int netns_fd;               // the sandbox's network namespace, from hg_netns_create
+    const struct hg_host_bind *host_binds;  // at most HG_MAX_HOST_BINDS
+    size_t host_bind_count;
+    const struct hg_rlimit *rlimits;
+    size_t rlimit_count;
+    uint32_t umask;
+    uint64_t keep_caps;         // capabilities (bit n = capability n) the command keeps, in the
+                                // bounding, permitted, effective, inheritable and ambient sets
+    int seccomp_log;            // 1: SECCOMP_FILTER_FLAG_LOG (refused calls are audited)
     int background;             // 1: created ahead (a prepared sandbox). The clone and the
                                 // child's setup run at nice 19, so that they yield to running
                                 // sandboxes; the supervisor lifts it at the hand-off.

@@ -1,10 +1,11 @@
 import CShims
 import Glibc
+import HangarCore
 
 /// One step of building a sandbox's file tree inside its new root (see `struct hg_mount`).
 struct MountStep: Sendable, Equatable {
     enum Kind: Int32 {
-        case filesystem = 1, bind, rebind, symlink
+        case filesystem = 1, bind, rebind, symlink, host
     }
 
     struct Flags: OptionSet, Sendable {
@@ -23,10 +24,12 @@ struct MountStep: Sendable, Equatable {
     var target: String
     /// Filesystem options as key/value pairs (nil value: a flag).
     var options: [(String, String?)] = []
+    /// For `.host`: the index of the host bind (`struct hg_host_bind`).
+    var tree: Int32 = -1
 
     static func == (a: MountStep, b: MountStep) -> Bool {
         a.kind == b.kind && a.flags.rawValue == b.flags.rawValue && a.attributes == b.attributes
-            && a.source == b.source && a.target == b.target
+            && a.source == b.source && a.target == b.target && a.tree == b.tree
             && a.options.map { "\($0.0)=\($0.1 ?? "")" } == b.options.map { "\($0.0)=\($0.1 ?? "")" }
     }
 }
@@ -51,6 +54,39 @@ enum MountPlan {
     static let procReadOnly = ["sys", "irq", "bus", "fs"]
     /// Device nodes bound from the host into the sandbox's /dev.
     static let devices = ["null", "zero", "full", "random", "urandom", "tty"]
+
+    /// The standard tree, then the spec's own mounts (host binds as `.host` steps, in
+    /// the order of `hostBinds(of:)`).
+    static func steps(shmSize: UInt64, extra: [SandboxMount]) -> [MountStep] {
+        var steps = steps(shmSize: shmSize)
+        var tree: Int32 = 0
+        for mount in extra {
+            switch mount {
+            case .bind(let source, let target, _):
+                var st = stat()
+                let isDirectory = stat(source, &st) != 0 || st.st_mode & S_IFMT == S_IFDIR
+                steps.append(
+                    MountStep(
+                        kind: .host, flags: isDirectory ? .makeDirectory : .makeFile, source: source,
+                        target: String(target.dropFirst()), tree: tree))
+                tree += 1
+            case .tmpfs(let target, let size):
+                steps.append(
+                    MountStep(
+                        kind: .filesystem, flags: .makeDirectory, attributes: mountNoSUID | mountNoDev, source: "tmpfs",
+                        target: String(target.dropFirst()), options: [("size", "\(size.bytes)"), ("mode", "1777")]))
+            }
+        }
+        return steps
+    }
+
+    /// The host paths of `extra`'s binds, with their mount attributes.
+    static func hostBinds(of extra: [SandboxMount]) -> [(source: String, attributes: UInt64)] {
+        extra.compactMap { mount in
+            guard case .bind(let source, _, let readOnly) = mount else { return nil }
+            return (source, mountNoSUID | mountNoDev | (readOnly ? mountReadOnly : 0))
+        }
+    }
 
     static func steps(shmSize: UInt64) -> [MountStep] {
         var steps: [MountStep] = [

@@ -93,3 +93,16 @@ public enum SetupStep: Int32, Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// The value of an errno name ("EPERM" → 1), or nil.
+public func errnoValue(named name: String) -> Int32? {
+    for value in Int32(1)..<Int32(256) {
+        if let cName = hg_errno_name(value), String(cString: cName) == name { return value }
+    }
+    return nil
+}
+
+/// The name of an errno value ("EPERM"), or its number as text.
+public func errnoSymbol(_ value: Int32) -> String {
+    hg_errno_name(value).map { String(cString: $0) } ?? "\(value)"
+}

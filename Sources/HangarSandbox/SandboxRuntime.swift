@@ -33,7 +33,7 @@ public final class SandboxRuntime: Sendable {
     let cgroups: CgroupV1Hierarchy?
     let networkNamespaces: NetworkNamespacePool
     let idRanges: IDRangePool
-    private let mountPlans = Mutex<[UInt64: CMountPlan]>([:])
+    private let mountPlans = Mutex<[MountPlanKey: CMountPlan]>([:])
     private let programs = Mutex<[SeccompProfile: [[UInt8]]]>([:])
     let prepared: PreparedPool
 
@@ -90,12 +90,13 @@ public final class SandboxRuntime: Sendable {
         return compiled
     }
 
-    /// The mount plan for this /dev/shm size, laid out in C memory once.
-    private func mountPlan(shmSize: UInt64) -> CMountPlan {
-        mountPlans.withLock { plans in
-            if let plan = plans[shmSize] { return plan }
-            let plan = CMountPlan(MountPlan.steps(shmSize: shmSize))
-            plans[shmSize] = plan
+    /// The mount plan of `spec` (its /dev/shm size and own mounts), laid out in C memory once.
+    private func mountPlan(for spec: SandboxSpec) -> CMountPlan {
+        let key = MountPlanKey(shmSize: spec.shmSize.bytes, mounts: spec.mounts)
+        return mountPlans.withLock { plans in
+            if let plan = plans[key] { return plan }
+            let plan = CMountPlan(MountPlan.steps(shmSize: key.shmSize, extra: key.mounts))
+            plans[key] = plan
             return plan
         }
     }
@@ -237,7 +238,7 @@ public final class SandboxRuntime: Sendable {
         }
         let resources = SandboxResources(ids: ids, pool: idRanges, cgroup: group, networkNamespace: netns)
         var result = hg_spawn_result()
-        let plan = mountPlan(shmSize: spec.shmSize.bytes)
+        let plan = mountPlan(for: spec)
         let status = withSpawnArguments(
             spec: spec, initArguments: ["hangar-init"] + initArguments, mounts: plan, programs: programs, ids: ids,
             cgroup: group, netns: netns, background: prepared
@@ -288,7 +289,7 @@ public final class SandboxRuntime: Sendable {
     }
 
     private func describeFailure(_ failure: hg_report, spec: SandboxSpec) -> SandboxError {
-        let mounts = mountPlan(shmSize: spec.shmSize.bytes).steps
+        let mounts = mountPlan(for: spec).steps
         let err = failure.error
         guard let step = SetupStep(rawValue: failure.step) else {
             return SandboxError(.setup, "sandbox setup failed at step \(failure.step): \(errnoName(err))", errno: err)
@@ -374,6 +375,15 @@ public final class SandboxRuntime: Sendable {
         let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
         args.netns_fd = netns
+        let binds = MountPlan.hostBinds(of: spec.mounts).map { hg_host_bind(source: arena.string($0.source), attrs: $0.attributes) }
+        args.host_binds = UnsafePointer(arena.array(binds))
+        args.host_bind_count = binds.count
+        let rlimits = spec.rlimits.map { hg_rlimit(resource: $0.resource.rawValue, value: $0.value) }
+        args.rlimits = UnsafePointer(arena.array(rlimits))
+        args.rlimit_count = rlimits.count
+        args.umask = spec.umask
+        args.keep_caps = spec.keepCapabilities.reduce(0) { $0 | (1 << UInt64($1.number)) }
+        args.seccomp_log = spec.seccomp.logDenied ? 1 : 0
         args.background = background ? 1 : 0
         return withUnsafePointer(to: &args) { body($0) }
     }
@@ -460,9 +470,16 @@ final class CMountPlan: @unchecked Sendable {
                     options: step.options.isEmpty
                         ? nil
                         : UnsafeRawPointer(arena.stringArray(step.options.flatMap { [$0.0, $0.1] }))
-                            .assumingMemoryBound(to: UnsafePointer<CChar>?.self))
+                            .assumingMemoryBound(to: UnsafePointer<CChar>?.self),
+                    tree: step.tree)
             })
     }
 
     deinit { arena.release() }
+}
+
+/// What a mount plan depends on.
+struct MountPlanKey: Hashable {
+    let shmSize: UInt64
+    let mounts: [SandboxMount]
 }

@@ -1,3 +1,4 @@
+import Glibc
 import HangarCore
 
 /// Everything a sandbox is created from. The sandbox does exactly what its spec says;
@@ -33,6 +34,14 @@ public struct SandboxSpec: Sendable {
     public var stdio: (input: Int32, output: Int32, error: Int32) = (0, 1, 2)
     /// More host fds to pass to the command, as 3, 4, …, in order.
     public var extraFDs: [Int32] = []
+    /// Mounts on top of the standard tree: host binds and tmpfs (at most 16 binds).
+    public var mounts: [SandboxMount] = []
+    /// Per-process limits (soft and hard alike), set before the command starts.
+    public var rlimits: [Rlimit] = [Rlimit(.core, 0)]
+    /// The file mode creation mask.
+    public var umask: UInt32 = 0o022
+    /// Capabilities the command keeps (inside its user namespace); none by default.
+    public var keepCapabilities: [Capability] = []
 
     /// A spec for `command` in `image` with the defaults above and a minimal environment.
     public init(image: Image, command: [String]) {
@@ -72,6 +81,8 @@ public struct SandboxSpec: Sendable {
             throw .invalid("working directory", "\"\(workingDirectory)\" must be an absolute path without NUL")
         }
         if extraFDs.count > 64 { throw .invalid("extra fds", "at most 64, got \(extraFDs.count)") }
+        if umask > 0o777 { throw .invalid("umask", "must be 000...777 (octal)") }
+        try validateMounts()
         if upperSize.bytes < 1 << 20 { throw .invalid("upper size", "at least 1m, got \(upperSize)") }
     }
 }
@@ -90,4 +101,97 @@ public struct ResourceLimits: Sendable, Hashable {
     }
 
     var isEmpty: Bool { memoryMax == nil && pidsMax == nil }
+}
+
+extension SandboxSpec {
+    /// Targets absolute, distinct and outside /proc, /dev and /sys; bind sources existing
+    /// absolute host paths; at most 16 binds.
+    func validateMounts() throws(SandboxError) {
+        var targets: Set<String> = []
+        var binds = 0
+        for mount in mounts {
+            let target = mount.target
+            let parts = target.split(separator: "/")
+            guard target.hasPrefix("/"), !parts.isEmpty, !parts.contains(".."), !parts.contains("."),
+                !target.utf8.contains(0)
+            else { throw .invalid("mount target", "\"\(target)\" must be an absolute path other than /, without . or ..") }
+            if ["proc", "dev", "sys"].contains(String(parts[0])) {
+                throw .invalid("mount target", "\(target) is managed by Hangar")
+            }
+            guard targets.insert(target).inserted else { throw .invalid("mount target", "\(target) appears twice") }
+            if case .bind(let source, _, _) = mount {
+                binds += 1
+                var st = stat()
+                guard source.hasPrefix("/"), !source.utf8.contains(0), stat(source, &st) == 0 else {
+                    throw .invalid("bind source", "\(source) does not exist on the host")
+                }
+            }
+        }
+        if binds > 16 { throw .invalid("mounts", "at most 16 binds, got \(binds)") }
+    }
+}
+
+/// A mount a spec adds to the standard file tree.
+public enum SandboxMount: Sendable, Hashable {
+    /// A host directory or file at `target`, idmapped: files of host root belong to the
+    /// sandbox's root. Not recursive: mounts below `source` are not included.
+    case bind(source: String, target: String, readOnly: Bool)
+    /// An empty tmpfs of `size` at `target` (mode 1777).
+    case tmpfs(target: String, size: ByteSize)
+
+    public var target: String {
+        switch self {
+        case .bind(_, let target, _), .tmpfs(let target, _): target
+        }
+    }
+}
+
+/// A per-process resource limit, soft and hard.
+public struct Rlimit: Sendable, Hashable {
+    public enum Resource: Int32, Sendable {
+        case cpu = 0, fsize = 1, core = 4, nproc = 6, nofile = 7, addressSpace = 9
+    }
+
+    public var resource: Resource
+    public var value: UInt64
+
+    public init(_ resource: Resource, _ value: UInt64) {
+        self.resource = resource
+        self.value = value
+    }
+}
+
+/// A Linux capability, by number.
+public struct Capability: Sendable, Hashable {
+    public let number: Int32
+    public let name: String
+
+    public static let chown = Capability(number: 0, name: "CHOWN")
+    public static let dacOverride = Capability(number: 1, name: "DAC_OVERRIDE")
+    public static let dacReadSearch = Capability(number: 2, name: "DAC_READ_SEARCH")
+    public static let fowner = Capability(number: 3, name: "FOWNER")
+    public static let fsetid = Capability(number: 4, name: "FSETID")
+    public static let kill = Capability(number: 5, name: "KILL")
+    public static let setgid = Capability(number: 6, name: "SETGID")
+    public static let setuid = Capability(number: 7, name: "SETUID")
+    public static let netBindService = Capability(number: 10, name: "NET_BIND_SERVICE")
+
+    /// The capabilities a sandbox may keep: they act only inside its user namespace, on
+    /// its own files and processes.
+    public static let keepable: [Capability] = [
+        .chown, .dacOverride, .dacReadSearch, .fowner, .fsetid, .kill, .setgid, .setuid, .netBindService,
+    ]
+
+    /// A keepable capability by name ("NET_BIND_SERVICE", "cap_net_bind_service").
+    public init?(keepable name: String) {
+        let upper = name.uppercased()
+        let bare = upper.hasPrefix("CAP_") ? String(upper.dropFirst(4)) : upper
+        guard let found = Self.keepable.first(where: { $0.name == bare }) else { return nil }
+        self = found
+    }
+
+    private init(number: Int32, name: String) {
+        self.number = number
+        self.name = name
+    }
 }

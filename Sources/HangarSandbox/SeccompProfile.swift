@@ -25,6 +25,8 @@ public struct SeccompProfile: Sendable, Hashable {
     public var defaultErrno: Int32 = EPERM
     /// The errno of a system call number this profile does not know.
     public var unknownErrno: Int32 = ENOSYS
+    /// Refused calls are logged by the kernel (SECCOMP_FILTER_FLAG_LOG, the audit log).
+    public var logDenied = false
 
     /// `(argument & mask) == value` for every condition (at most two), on one system call.
     public struct ArgumentMatch: Sendable, Hashable {
@@ -43,6 +45,8 @@ public struct SeccompProfile: Sendable, Hashable {
 
         public var syscall: String
         public var conditions: [Condition]
+        /// For argument denials: the errno instead of the profile's default.
+        public var errno: Int32?
 
         /// A match of one condition.
         public init(_ syscall: String, argument: UInt32, mask: UInt64, value: UInt64) {
@@ -202,6 +206,11 @@ public struct SeccompProfile: Sendable, Hashable {
         "getrandom", "sysinfo",
     ]
 
+    /// Whether the native architecture has a system call of this name.
+    public static func knows(_ name: String) -> Bool {
+        hg_seccomp_resolve(name) >= 0
+    }
+
     /// The BPF programs of this profile for the native architecture.
     func compile() throws(SandboxError) -> [[UInt8]] {
         var rules: [(String, UInt32, [ArgumentMatch.Condition])] = []
@@ -228,7 +237,7 @@ public struct SeccompProfile: Sendable, Hashable {
         }
         let allowList = try Self.program(
             default: hg_seccomp_act_errno(UInt16(unknownErrno)), rules: rules, what: "allow-list")
-        let guardRules = argumentDenials.map { ($0.syscall, refuse, $0.conditions) }
+        let guardRules = argumentDenials.map { ($0.syscall, $0.errno.map { hg_seccomp_act_errno(UInt16($0)) } ?? refuse, $0.conditions) }
         let argumentGuard = try Self.program(default: allow, rules: guardRules, what: "argument guard")
         return [allowList, argumentGuard]
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Glibc
 import HangarCore
+import HangarPolicy
 import HangarSandbox
 import Logging
 
@@ -10,9 +11,12 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command in a fresh sandbox and exit with its status.",
         discussion: """
-            Everything the sandbox creates (upper layer, mounts, namespaces, cgroups) is removed when \
-            the command ends, also when it is killed or hangar receives SIGINT or SIGTERM, which are \
-            passed on to the command first.
+            The sandbox runs with the image's policy (policies/IMAGE.toml, else policies/default.toml, \
+            else the built-in defaults; see docs/POLICY.md) or the one given with --policy. Flags \
+            change it: --memory, --pids and --upper-size are requests, which may lower a limit or \
+            raise it up to the policy's [limits.max]. Everything the sandbox creates (upper layer, \
+            mounts, namespaces, cgroups) is removed when the command ends, also when it is killed or \
+            hangar receives SIGINT or SIGTERM, which are passed on to the command first.
             """
     )
 
@@ -21,6 +25,9 @@ struct Run: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("An image root directory instead of a named image.", valueName: "dir"))
     var imagePath: String?
+
+    @Option(name: .long, help: ArgumentHelp("A policy file instead of the image's own.", valueName: "file"))
+    var policy: String?
 
     @Option(name: .long, help: ArgumentHelp("Memory limit, e.g. 256m.", valueName: "size"))
     var memory: String?
@@ -32,44 +39,55 @@ struct Run: AsyncParsableCommand {
     var environment: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Working directory inside the sandbox.", valueName: "dir"))
-    var workdir: String = "/"
+    var workdir: String?
 
     @Option(name: .long, help: "The sandbox's hostname.")
     var hostname: String = "sandbox"
 
     @Option(name: .long, help: ArgumentHelp("Size limit of the writable layer.", valueName: "size"))
-    var upperSize: String = "256m"
+    var upperSize: String?
 
     @Flag(name: .long, help: "Mount the image read-only (no writable layer).")
     var readOnly = false
 
-    @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
+    @Argument(parsing: .postTerminator, help: "The command and its arguments, after -- (default: the policy's).")
     var command: [String] = []
 
     func validate() throws {
-        if command.isEmpty { throw ValidationError("give the command after --, e.g. hangar run -- sh -c 'echo hi'") }
         if let pids, pids < 1 { throw ValidationError("--pids must be at least 1, got \(pids)") }
     }
 
     func spec() throws -> SandboxSpec {
         let image: Image
+        let loader = PolicyLoader.fromEnvironment()
+        var policy: Policy
         if let imagePath {
             image = try Image(resolving: imagePath)
+            policy = try self.policy.map { try loader.load(path: $0) } ?? Policy(name: "default")
         } else {
-            image = try ImageStore.fromEnvironment().image(try ImageName(self.image))
+            let name = try ImageName(self.image)
+            image = try ImageStore.fromEnvironment().image(name)
+            policy = try self.policy.map { try loader.load(path: $0) } ?? loader.policy(forImage: name)
         }
-        var spec = SandboxSpec(image: image, command: command)
+        var request = Policy.Limits.unset
+        request.memoryMax = try memory.map { try ByteSize(parsing: $0) }
+        request.pidsMax = pids
+        request.upperSize = try upperSize.map { try ByteSize(parsing: $0) }
+        policy = try policy.applying(request: request, from: "the command line")
+        if readOnly { policy.filesystem.readOnlyRoot = true }
+        if let workdir { policy.process.workdir = workdir }
+        guard !command.isEmpty || !policy.process.command.isEmpty else {
+            throw ValidationError("give the command after --, e.g. hangar run -- sh -c 'echo hi' (the policy has none)")
+        }
+        var spec = try policy.spec(
+            image: image, command: command.isEmpty ? nil : command, host: .fromEnvironment())
         for assignment in environment {
             guard let equals = assignment.firstIndex(of: "="), equals != assignment.startIndex else {
                 throw ValidationError("--env expects NAME=VALUE, got \"\(assignment)\"")
             }
             spec.setEnvironment(String(assignment[..<equals]), String(assignment[assignment.index(after: equals)...]))
         }
-        spec.workingDirectory = workdir
         spec.hostname = try Hostname(hostname)
-        spec.upperSize = try ByteSize(parsing: upperSize)
-        spec.readOnlyRoot = readOnly
-        spec.limits = ResourceLimits(memoryMax: try memory.map { try ByteSize(parsing: $0) }, pidsMax: pids)
         return spec
     }
 
@@ -153,6 +171,9 @@ func commandLineErrors<T>(_ body: () async throws -> T) async throws -> T {
         FileHandleStandardError.write("hangar: \(error.message)\n")
         if error.code == .exec { throw ExitCode(error.errno == ENOENT ? 127 : 126) }
         throw ExitCode(125)
+    } catch let error as PolicyError {
+        FileHandleStandardError.write("hangar: \(error)\n")
+        throw ExitCode(65)  // EX_DATAERR: the policy (or a request against it) is wrong
     }
 }
 

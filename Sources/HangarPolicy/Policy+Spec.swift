@@ -1,0 +1,200 @@
+import Glibc
+import HangarCore
+import HangarSandbox
+
+extension Policy {
+    /// Checks what no single key can: limits against each other and against their maxima.
+    /// `error` makes the error for a key (the loader points it at the file that set it).
+    func validate(_ error: (String, String) -> PolicyError) throws(PolicyError) {
+        if let high = limits.memoryHigh, let max = limits.memoryMax, high > max {
+            throw error("limits.memory_high", "\(high) is above limits.memory_max (\(max))")
+        }
+        for field in Limits.fields {
+            guard let maximum = field.value(maxima), let value = field.value(limits) else { continue }
+            if value > maximum {
+                throw error(
+                    "limits.max.\(field.key)",
+                    "\(field.format(maximum)) is below limits.\(field.key) (\(field.format(value)))")
+            }
+        }
+        if filesystem.upper == .disk {
+            throw error("filesystem.upper", "\"disk\" is not available yet: the upper layer is a tmpfs")
+        }
+    }
+
+    /// This policy with the limits a request asks for. A request may lower any limit, and
+    /// raise one up to `limits.max` (or, without a maximum, not above the policy's value).
+    public func applying(request: Limits, from requester: String = "request") throws(PolicyError) -> Policy {
+        var result = self
+        for field in Limits.fields {
+            guard let wanted = field.value(request) else { continue }
+            if let ceiling = field.value(maxima) ?? field.value(limits), wanted > ceiling {
+                let which = field.value(maxima) != nil ? "limits.max.\(field.key)" : "limits.\(field.key)"
+                throw PolicyError(
+                    file: requester, key: "limits.\(field.key)",
+                    reason: "\(field.format(wanted)) is above the policy's maximum \(field.format(ceiling)) (\(which) in \(sources[which] ?? files.last ?? "the built-in defaults"))")
+            }
+            field.set(&result.limits, wanted)
+        }
+        if let high = result.limits.memoryHigh, let max = result.limits.memoryMax, high > max {
+            throw PolicyError(
+                file: requester, key: "limits.memory_high", reason: "\(high) is above limits.memory_max (\(max))")
+        }
+        return result
+    }
+
+    /// The operator's settings that a policy cannot change.
+    public struct HostSettings: Sendable {
+        /// Host directories below which a policy may bind paths.
+        public var bindSources: [String]
+
+        public init(bindSources: [String] = []) { self.bindSources = bindSources }
+
+        /// From `HANGAR_BIND_SOURCES` (colon-separated), else none.
+        public static func fromEnvironment() -> HostSettings {
+            guard let value = getenv("HANGAR_BIND_SOURCES") else { return HostSettings() }
+            return HostSettings(bindSources: String(cString: value).split(separator: ":").map(String.init))
+        }
+    }
+
+    /// The sandbox spec for `command` (or the policy's own when nil) in `image`, with a
+    /// per-key data directory on the host when the policy mounts one.
+    public func spec(
+        image: Image, command: [String]? = nil, host: HostSettings = HostSettings(), dataDirectory: String? = nil
+    ) throws(PolicyError) -> SandboxSpec {
+        let file = files.last ?? name
+        let argv = command ?? process.command
+        guard !argv.isEmpty else {
+            throw PolicyError(file: file, key: "process.command", reason: "no command: the policy has none and none was given")
+        }
+        var spec = SandboxSpec(image: image, command: argv)
+        spec.environment = process.environment.map { ($0.name, $0.value) }
+        spec.workingDirectory = process.workdir
+        spec.uid = process.uid
+        spec.gid = process.gid
+        spec.umask = process.umask
+        spec.rlimits = process.rlimits.list
+        if let size = limits.upperSize { spec.upperSize = size }
+        if let inodes = limits.upperInodes { spec.upperInodes = UInt64(inodes) }
+        if let size = limits.shmSize { spec.shmSize = size }
+        spec.readOnlyRoot = filesystem.readOnlyRoot
+        spec.limits = ResourceLimits(memoryMax: limits.memoryMax, pidsMax: limits.pidsMax)
+        spec.keepCapabilities = capabilities.keep.compactMap { Capability(keepable: $0) }
+        do {
+            spec.seccomp = try seccompProfile()
+        } catch {
+            throw PolicyError(file: file, key: "seccomp.base", reason: error.description)
+        }
+        for (index, mount) in filesystem.mounts.enumerated() {
+            switch mount {
+            case .bind(let source, let target, let readOnly):
+                let resolved = try host.allowedSource(source, file: file, key: "filesystem.mounts[\(index)].source")
+                spec.mounts.append(.bind(source: resolved, target: target, readOnly: readOnly))
+            case .tmpfs(let target, let size):
+                spec.mounts.append(.tmpfs(target: target, size: size))
+            }
+        }
+        if let inside = filesystem.dataDirectory {
+            guard let dataDirectory else {
+                throw PolicyError(
+                    file: file, key: "filesystem.data_dir", reason: "the policy mounts a data directory and none was given")
+            }
+            spec.mounts.append(.bind(source: dataDirectory, target: inside, readOnly: false))
+        }
+        return spec
+    }
+
+    /// The seccomp profile: the base with this policy's additions.
+    func seccompProfile() throws(OCISeccompProfile.Invalid) -> SeccompProfile {
+        var profile = seccomp.base == "default" ? SeccompProfile.default : try OCISeccompProfile.load(path: seccomp.base)
+        profile.name = seccomp.base == "default" ? name : "\(name)+\(profile.name)"
+        profile.defaultErrno = seccomp.errno
+        profile.logDenied = seccomp.logDenied
+        for rule in seccomp.allow {
+            if rule.conditions.isEmpty {
+                profile.allowed.insert(rule.name)
+                profile.errnos[rule.name] = nil
+            } else {
+                profile.conditionalAllows.append(.init(rule.name, rule.conditions))
+            }
+        }
+        for rule in seccomp.deny {
+            if rule.conditions.isEmpty {
+                profile.allowed.remove(rule.name)
+                profile.conditionalAllows.removeAll { $0.syscall == rule.name }
+                profile.errnos[rule.name] = rule.errno ?? seccomp.errno
+            } else {
+                var denial = SeccompProfile.ArgumentMatch(rule.name, rule.conditions)
+                denial.errno = rule.errno
+                profile.argumentDenials.append(denial)
+            }
+        }
+        return profile
+    }
+}
+
+extension Policy.HostSettings {
+    /// `source` resolved (symlinks followed) when it lies below an allowed directory.
+    func allowedSource(_ source: String, file: String, key: String) throws(PolicyError) -> String {
+        guard let resolved = realpath(source, nil) else {
+            throw PolicyError(file: file, key: key, reason: "\(source) does not exist on this host")
+        }
+        defer { free(resolved) }
+        let path = String(cString: resolved)
+        for allowed in bindSources {
+            guard let base = realpath(allowed, nil) else { continue }
+            defer { free(base) }
+            let root = String(cString: base)
+            if path == root || path.hasPrefix(root == "/" ? "/" : root + "/") { return path }
+        }
+        let allowed = bindSources.isEmpty ? "none are allowed (HANGAR_BIND_SOURCES)" : bindSources.joined(separator: ", ")
+        throw PolicyError(file: file, key: key, reason: "\(source) is not below a directory the operator allows for binds: \(allowed)")
+    }
+}
+
+extension Policy.Rlimits {
+    /// As the sandbox sets them.
+    var list: [Rlimit] {
+        var list = [Rlimit(.nofile, nofile), Rlimit(.core, core)]
+        if let nproc { list.append(Rlimit(.nproc, nproc)) }
+        if let fsize { list.append(Rlimit(.fsize, fsize)) }
+        if let addressSpace { list.append(Rlimit(.addressSpace, addressSpace)) }
+        if let cpuSeconds { list.append(Rlimit(.cpu, cpuSeconds)) }
+        return list
+    }
+}
+
+extension Policy.Limits {
+    /// One limit, generically: its key, how to read, write and print it.
+    struct Field {
+        let key: String
+        let value: (Policy.Limits) -> Double?
+        let set: (inout Policy.Limits, Double) -> Void
+        let format: (Double) -> String
+    }
+
+    static var fields: [Field] {[
+        size("memory_max", \.memoryMax), size("memory_high", \.memoryHigh), size("swap_max", \.swapMax),
+        count("pids_max", \.pidsMax), cores("cpu", \.cpu), count("cpu_weight", \.cpuWeight),
+        size("upper_size", \.upperSize), count("upper_inodes", \.upperInodes), size("shm_size", \.shmSize),
+        seconds("wall_timeout", \.wallTimeout),
+    ]}
+
+    private static func size(_ key: String, _ path: WritableKeyPath<Policy.Limits, ByteSize?>) -> Field {
+        Field(
+            key: key, value: { $0[keyPath: path].map { Double($0.bytes) } },
+            set: { $0[keyPath: path] = ByteSize(bytes: UInt64($1)) }, format: { "\(ByteSize(bytes: UInt64($0)))" })
+    }
+
+    private static func count(_ key: String, _ path: WritableKeyPath<Policy.Limits, Int?>) -> Field {
+        Field(key: key, value: { $0[keyPath: path].map(Double.init) }, set: { $0[keyPath: path] = Int($1) }, format: { "\(Int($0))" })
+    }
+
+    private static func seconds(_ key: String, _ path: WritableKeyPath<Policy.Limits, Int?>) -> Field {
+        Field(key: key, value: { $0[keyPath: path].map(Double.init) }, set: { $0[keyPath: path] = Int($1) }, format: { "\(Int($0))s" })
+    }
+
+    private static func cores(_ key: String, _ path: WritableKeyPath<Policy.Limits, Double?>) -> Field {
+        Field(key: key, value: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 }, format: { "\($0)" })
+    }
+}
