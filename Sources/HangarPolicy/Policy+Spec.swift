@@ -78,7 +78,10 @@ extension Policy {
         if let inodes = limits.upperInodes { spec.upperInodes = UInt64(inodes) }
         if let size = limits.shmSize { spec.shmSize = size }
         spec.readOnlyRoot = filesystem.readOnlyRoot
-        spec.limits = ResourceLimits(memoryMax: limits.memoryMax, pidsMax: limits.pidsMax)
+        spec.limits = ResourceLimits(
+            memoryMax: limits.memoryMax, memoryHigh: limits.memoryHigh, swapMax: limits.swapMax,
+            pidsMax: limits.pidsMax, cpu: limits.cpu, cpuWeight: limits.cpuWeight)
+        spec.wallTimeout = limits.wallTimeout.map { .seconds($0) }
         spec.keepCapabilities = capabilities.keep.compactMap { Capability(keepable: $0) }
         do {
             spec.seccomp = try seccompProfile()

@@ -1,15 +1,31 @@
 import Glibc
 import HangarCore
+import Synchronization
 
-/// The cgroup v1 hierarchies this process can create sandbox groups in (memory, pids).
-/// Each sandbox gets `<controller mount>/<own cgroup>/<parent>/<sandbox id>`: below the
-/// process's own cgroup, so a drone inside a container or a systemd unit stays inside it.
-struct CgroupV1Hierarchy: Sendable {
-    /// Controller name -> absolute directory under which sandbox groups are created.
-    let parents: [String: String]
+/// cgroup v1: one group per sandbox in each of the memory, pids, cpu(acct) and freezer
+/// hierarchies that are mounted, below this process's own group in each (so a drone in a
+/// container or a systemd unit stays inside it).
+final class CgroupV1Driver: CgroupDriver {
+    struct Hierarchy: Sendable {
+        /// The controllers mounted together here ("cpu", "cpuacct").
+        let controllers: Set<String>
+        /// `<mount>/<own cgroup>/<parent>`.
+        let parent: String
+    }
+
+    static let wanted: Set<String> = ["memory", "pids", "cpu", "cpuacct", "freezer"]
+
+    let version = "v1"
+    let hierarchies: [Hierarchy]
+    let runtime: String
+
+    init(hierarchies: [Hierarchy], runtime: String) {
+        self.hierarchies = hierarchies
+        self.runtime = runtime
+    }
 
     /// Finds the mounted v1 controllers and this process's place in each.
-    static func discover(parentName: String) -> CgroupV1Hierarchy? {
+    static func discover(parentName: String, root: String?, runtime: String) -> CgroupV1Driver? {
         guard let mounts = readText("/proc/self/mounts"), let membership = readText("/proc/self/cgroup") else {
             return nil
         }
@@ -19,106 +35,165 @@ struct CgroupV1Hierarchy: Sendable {
             guard fields.count == 3 else { continue }
             for controller in fields[1].split(separator: ",") { ownPaths[String(controller)] = String(fields[2]) }
         }
-        var parents: [String: String] = [:]
+        var hierarchies: [Hierarchy] = []
         for line in mounts.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count >= 4, fields[2] == "cgroup" else { continue }
-            let options = fields[3].split(separator: ",").map(String.init)
-            for controller in ["memory", "pids"] where options.contains(controller) {
-                guard let own = ownPaths[controller] else { continue }
-                let base = String(fields[1]) + (own == "/" ? "" : own)
-                parents[controller] = base + "/" + parentName
-            }
+            let controllers = Set(fields[3].split(separator: ",").map(String.init)).intersection(wanted)
+            guard let first = controllers.sorted().first, let own = ownPaths[first] else { continue }
+            // A configured root is relative to each hierarchy's mount point.
+            let base = String(fields[1]) + (root.map { $0.hasPrefix("/") ? $0 : "/" + $0 } ?? (own == "/" ? "" : own))
+            hierarchies.append(Hierarchy(controllers: controllers, parent: base + "/" + parentName))
         }
-        return parents.isEmpty ? nil : CgroupV1Hierarchy(parents: parents)
+        let controllers = hierarchies.reduce(into: Set<String>()) { $0.formUnion($1.controllers) }
+        guard controllers.contains("memory") || controllers.contains("pids") else { return nil }
+        return CgroupV1Driver(hierarchies: hierarchies, runtime: runtime)
     }
 
-    /// Creates the groups of one sandbox with its limits, and opens their cgroup.procs.
-    func create(name: String, limits: ResourceLimits) throws(SandboxError) -> CgroupV1Group {
-        var wanted: [String: [(String, String)]] = [:]
-        if let memory = limits.memoryMax {
-            wanted["memory", default: []].append(("memory.limit_in_bytes", "\(memory.bytes)"))
-            // Without swap accounting this file is absent; the limit then covers RAM only.
-            wanted["memory", default: []].append(("memory.memsw.limit_in_bytes?", "\(memory.bytes)"))
+    func create(name: String, limits: ResourceLimits) throws(SandboxError) -> any SandboxCgroup {
+        let all = hierarchies.reduce(into: Set<String>()) { $0.formUnion($1.controllers) }
+        for (needed, controller) in [
+            (limits.memoryMax != nil || limits.memoryHigh != nil, "memory"), (limits.pidsMax != nil, "pids"),
+            (limits.cpu != nil || limits.cpuWeight != nil, "cpu"),
+        ] where needed && !all.contains(controller) {
+            throw SandboxError(.host, "the \(controller) cgroup controller is not mounted (v1)")
         }
-        if let pids = limits.pidsMax { wanted["pids", default: []].append(("pids.max", "\(pids)")) }
         let group = CgroupV1Group()
-        do {
-            for (controller, settings) in wanted.sorted(by: { $0.key < $1.key }) {
-                guard let parent = parents[controller] else {
-                    throw SandboxError(.host, "the \(controller) cgroup controller is not mounted (v1)")
+        do throws(SandboxError) {
+            for hierarchy in hierarchies {
+                let runtimeDirectory = hierarchy.parent + "/" + runtime
+                for directory in [hierarchy.parent, runtimeDirectory] where mkdir(directory, 0o755) < 0 && errno != EEXIST {
+                    throw SandboxError.system(.host, "creating cgroup \(directory)", errno: errno)
                 }
-                if mkdir(parent, 0o755) < 0 && errno != EEXIST {
-                    throw SandboxError.system(.host, "creating cgroup \(parent)", errno: errno)
-                }
-                let path = parent + "/" + name
+                let path = runtimeDirectory + "/" + name
                 guard mkdir(path, 0o755) == 0 else {
                     throw SandboxError.system(.host, "creating cgroup \(path)", errno: errno)
                 }
-                group.directories.append(path)
-                for (file, value) in settings {
-                    let optional = file.hasSuffix("?")
-                    let file = optional ? String(file.dropLast()) : file
-                    if let err = writeText(path + "/" + file, value), !(optional && err == ENOENT) {
+                group.add(CgroupV1Group.Group(path: path, controllers: hierarchy.controllers))
+                for (file, value) in Self.settings(limits, controllers: hierarchy.controllers, path: path) {
+                    if let err = writeText(path + "/" + file, value) {
                         throw SandboxError.system(.host, "setting \(path)/\(file) to \(value)", errno: err)
                     }
                 }
                 let fd = open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
                 guard fd >= 0 else { throw SandboxError.system(.host, "opening \(path)/cgroup.procs", errno: errno) }
-                group.procsFDs.append(fd)
+                group.add(fd: fd)
             }
-        } catch let error as SandboxError {
-            group.destroy()
-            throw error
         } catch {
             group.destroy()
-            throw SandboxError(.host, "creating cgroups: \(error)")
+            throw error
         }
         return group
     }
-}
 
-/// The cgroups of one sandbox.
-final class CgroupV1Group: @unchecked Sendable {
-    fileprivate(set) var directories: [String] = []
-    fileprivate(set) var procsFDs: [Int32] = []
+    /// The files to write, in order, for the controllers of one hierarchy.
+    static func settings(_ limits: ResourceLimits, controllers: Set<String>, path: String) -> [(String, String)] {
+        var settings: [(String, String)] = []
+        if controllers.contains("memory") {
+            if let max = limits.memoryMax {
+                settings.append(("memory.limit_in_bytes", "\(max.bytes)"))
+                // Memory plus swap; the file exists only with swap accounting, and without
+                // it swap is not limited on v1.
+                if access(path + "/memory.memsw.limit_in_bytes", F_OK) == 0 {
+                    let swap = limits.swapMax.map { max.bytes &+ $0.bytes } ?? UInt64(Int64.max)
+                    settings.append(("memory.memsw.limit_in_bytes", swap >= UInt64(Int64.max) ? "-1" : "\(swap)"))
+                }
+            }
+            // v1 has no memory.high; the soft limit is where reclaim starts under pressure.
+            if let high = limits.memoryHigh { settings.append(("memory.soft_limit_in_bytes", "\(high.bytes)")) }
+        }
+        if controllers.contains("pids"), let pids = limits.pidsMax { settings.append(("pids.max", "\(pids)")) }
+        if controllers.contains("cpu") {
+            if let cores = limits.cpu {
+                settings.append(("cpu.cfs_period_us", "100000"))
+                settings.append(("cpu.cfs_quota_us", "\(max(1000, Int((cores * 100_000).rounded())))"))
+            }
+            if let weight = limits.cpuWeight { settings.append(("cpu.shares", "\(max(2, weight * 1024 / 100))")) }
+        }
+        return settings
+    }
 
-    /// Closes the files and removes the groups. The sandbox's processes are gone by
-    /// now: its init has been reaped, and the pid namespace dies with it.
-    func destroy() {
-        procsFDs.forEach { close($0) }
-        procsFDs = []
-        for directory in directories.reversed() {
-            var tries = 0
-            while rmdir(directory) < 0 && errno == EBUSY && tries < 200 {
-                tries += 1
-                usleep(5000)
+    func sweep() {
+        for hierarchy in hierarchies {
+            for runtimeDirectory in directoryEntries(hierarchy.parent) where Cgroups.runtimeIsGone(runtimeDirectory) {
+                let path = hierarchy.parent + "/" + runtimeDirectory
+                for sandbox in Cgroups.sandboxEntries(of: path) {
+                    CgroupV1Group(groups: [.init(path: path + "/" + sandbox, controllers: hierarchy.controllers)]).destroy()
+                }
+                rmdir(path)
             }
         }
-        directories = []
+    }
+
+    func removeRuntimeDirectory() {
+        for hierarchy in hierarchies { rmdir(hierarchy.parent + "/" + runtime) }
     }
 }
 
-func readText(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 16384)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        bytes += buffer.prefix(n)
+/// The groups of one sandbox on v1.
+final class CgroupV1Group: SandboxCgroup {
+    struct Group: Sendable {
+        let path: String
+        let controllers: Set<String>
     }
-    return String(decoding: bytes, as: UTF8.self)
+
+    private let state = Mutex<(groups: [Group], fds: [Int32])>(([], []))
+
+    init(groups: [Group] = []) { state.withLock { $0.groups = groups } }
+
+    func add(_ group: Group) { state.withLock { $0.groups.append(group) } }
+    func add(fd: Int32) { state.withLock { $0.fds.append(fd) } }
+
+    var joinFDs: [Int32] { state.withLock { $0.fds } }
+
+    func statistics() -> CgroupStatistics {
+        var statistics = CgroupStatistics()
+        for group in state.withLock({ $0.groups }) {
+            if group.controllers.contains("memory") {
+                statistics.peakMemory = readText(group.path + "/memory.max_usage_in_bytes")
+                    .flatMap { UInt64($0.trimmingNewline()) }.map { ByteSize(bytes: $0) }
+                statistics.oomKills = Int(keyedValue(readText(group.path + "/memory.oom_control"), "oom_kill") ?? 0)
+            }
+            if group.controllers.contains("cpuacct"),
+                let ns = readText(group.path + "/cpuacct.usage").flatMap({ UInt64($0.trimmingNewline()) })
+            {
+                statistics.cpuTime = .nanoseconds(Int64(ns))
+            }
+        }
+        return statistics
+    }
+
+    /// Freezes what is left (so nothing forks while it is being killed), kills it, thaws
+    /// it, and removes every group.
+    func destroy() {
+        let (groups, fds) = state.withLock { state in
+            defer { state = ([], []) }
+            return state
+        }
+        fds.forEach { close($0) }
+        let freezer = groups.first { $0.controllers.contains("freezer") }?.path
+        if let probe = freezer ?? groups.first?.path, !(readText(probe + "/cgroup.procs") ?? "").isEmpty {
+            if let freezer { freeze(freezer, "FROZEN") }
+            for pid in (readText(probe + "/cgroup.procs") ?? "").split(separator: "\n").compactMap({ pid_t($0) }) {
+                kill(pid, SIGKILL)
+            }
+            if let freezer { freeze(freezer, "THAWED") }
+        }
+        for group in groups.reversed() { Cgroups.remove(group.path) }
+    }
+
+    private func freeze(_ path: String, _ state: String) {
+        _ = writeText(path + "/freezer.state", state)
+        for _ in 0..<100 where readText(path + "/freezer.state")?.trimmingNewline() != state {
+            usleep(1000)
+        }
+    }
 }
 
-/// Writes `text` to an existing file; returns the errno on failure.
-func writeText(_ path: String, _ text: String) -> Int32? {
-    let fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC)
-    guard fd >= 0 else { return errno }
-    defer { close(fd) }
-    let n = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-    return n < 0 ? errno : nil
+extension String {
+    func trimmingNewline() -> String {
+        var s = Substring(self)
+        while let c = s.last, c == "\n" || c == " " { s = s.dropLast() }
+        return String(s)
+    }
 }

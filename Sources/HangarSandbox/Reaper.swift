@@ -9,6 +9,12 @@ public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
     /// It was killed by this signal (the whole sandbox was killed).
     case signaled(Int32)
 
+    /// Whether a signal ended it.
+    public var isSignal: Bool {
+        if case .signaled = self { return true }
+        return false
+    }
+
     /// The status as a shell reports it: the code, or 128 + the signal.
     public var shellStatus: Int32 {
         switch self {

@@ -14,11 +14,30 @@ public struct SandboxRuntimeConfiguration: Sendable {
     public var initPath: String?
     /// Name of the cgroup under this process's own cgroup that holds sandbox groups.
     public var cgroupParent: String = "hangar"
+    /// Where `cgroupParent` lives instead of this process's own cgroup: a path relative to
+    /// the cgroup mount (each v1 hierarchy's, or the unified one), e.g. "/hangar.slice".
+    public var cgroupRoot: String?
+    /// The cgroup driver: v2 where it has the memory controller, else v1 (`auto`).
+    public var cgroupDriver: CgroupDriverChoice = .auto
     /// Network namespaces kept ready for spawns; 0 makes each one during its spawn.
     public var networkNamespacePool: Int = 4
 
     /// The defaults above.
     public init() {}
+
+    /// The defaults, with `HANGAR_CGROUP` (auto, v1, v2, none) and `HANGAR_CGROUP_ROOT`
+    /// applied. An unknown driver name is an error.
+    public static func fromEnvironment() throws(SandboxError) -> SandboxRuntimeConfiguration {
+        var configuration = SandboxRuntimeConfiguration()
+        if let value = getenv("HANGAR_CGROUP").map({ String(cString: $0) }) {
+            guard let choice = CgroupDriverChoice(rawValue: value) else {
+                throw .invalid("HANGAR_CGROUP", "expected auto, v1, v2 or none, got \"\(value)\"")
+            }
+            configuration.cgroupDriver = choice
+        }
+        if let root = getenv("HANGAR_CGROUP_ROOT") { configuration.cgroupRoot = String(cString: root) }
+        return configuration
+    }
 }
 
 /// Creates sandboxes. One per process: it holds hangar-init (as a sealed memfd, so a
@@ -30,7 +49,7 @@ public final class SandboxRuntime: Sendable {
     let initFD: Int32
     let reaper: Reaper
     let capLast: Int32
-    let cgroups: CgroupV1Hierarchy?
+    let cgroups: (any CgroupDriver)?
     let networkNamespaces: NetworkNamespacePool
     let idRanges: IDRangePool
     private let mountPlans = Mutex<[MountPlanKey: CMountPlan]>([:])
@@ -63,7 +82,9 @@ public final class SandboxRuntime: Sendable {
         self.initFD = fd
         self.reaper = try Reaper()
         self.capLast = hg_cap_last()
-        self.cgroups = CgroupV1Hierarchy.discover(parentName: configuration.cgroupParent)
+        self.cgroups = try Cgroups.driver(
+            configuration.cgroupDriver, parentName: configuration.cgroupParent, root: configuration.cgroupRoot)
+        cgroups?.sweep()
         self.networkNamespaces = NetworkNamespacePool(size: configuration.networkNamespacePool)
         self.idRanges = IDRangePool(lockDirectory: configuration.stateDirectory + "/ids")
         self.prepared = try PreparedPool(logger: logger)
@@ -108,7 +129,10 @@ public final class SandboxRuntime: Sendable {
     public func spawn(_ spec: SandboxSpec) async throws(SandboxError) -> Sandbox {
         try spec.validate()
         if let message = HandOff(spec), let ready = prepared.take(SandboxShape(spec)) {
-            if let sandbox = try await handOff(message, to: ready, spec: spec) { return sandbox }
+            if let sandbox = try await handOff(message, to: ready, spec: spec) {
+                if let timeout = spec.wallTimeout { sandbox.killAfter(timeout) }
+                return sandbox
+            }
             logger.debug("a prepared sandbox was gone before its hand-off", metadata: ["sandbox.id": "\(ready.sandbox.id)"])
         }
         let (sandbox, reportFD) = try create(spec, initArguments: ["run", "\(3 + spec.extraFDs.count)"] + spec.command)
@@ -117,6 +141,7 @@ public final class SandboxRuntime: Sendable {
             _ = await sandbox.wait()
             throw describeFailure(failure, spec: spec)
         }
+        if let timeout = spec.wallTimeout { sandbox.killAfter(timeout) }
         logger.debug(
             "sandbox started",
             metadata: ["sandbox.id": "\(sandbox.id)", "sandbox.pid": "\(sandbox.pid)", "image": "\(spec.image.root)"])
@@ -140,6 +165,12 @@ public final class SandboxRuntime: Sendable {
     /// How many sandboxes shaped like `spec` are ready for a hand-off.
     public func preparedCount(like spec: SandboxSpec) -> Int {
         prepared.count(SandboxShape(spec))
+    }
+
+    /// Removes this runtime's own (empty) cgroup directory; call when no sandbox of it
+    /// is left. A runtime that is killed instead leaves it to the next one's sweep.
+    public func finish() {
+        cgroups?.removeRuntimeDirectory()
     }
 
     /// Stops preparing sandboxes and ends every prepared one; returns once they are gone
@@ -215,18 +246,19 @@ public final class SandboxRuntime: Sendable {
         let programs = try programs(for: spec.seccomp)
         let id = SandboxID.random()
         let ids = try idRanges.acquire()
-        var group: CgroupV1Group?
-        if !spec.limits.isEmpty {
-            guard let cgroups else {
-                idRanges.release(ids)
-                throw SandboxError(.host, "resource limits need cgroups, and no cgroup v1 controller is mounted")
-            }
+        // Every sandbox gets a cgroup when the host has them: for its limits, and for its
+        // statistics and a teardown that leaves nothing running.
+        var group: (any SandboxCgroup)?
+        if let cgroups {
             do {
                 group = try cgroups.create(name: id.rawValue, limits: spec.limits)
             } catch {
                 idRanges.release(ids)
                 throw error
             }
+        } else if !spec.limits.isEmpty {
+            idRanges.release(ids)
+            throw SandboxError(.host, "resource limits need cgroups, and this runtime has none (cgroup driver: \(configuration.cgroupDriver))")
         }
         let netns: Int32
         do {
@@ -329,7 +361,7 @@ public final class SandboxRuntime: Sendable {
     /// Lays the spawn arguments out in C memory that lives until `body` returns.
     private func withSpawnArguments(
         spec: SandboxSpec, initArguments: [String], mounts: CMountPlan, programs: [[UInt8]], ids: IDRange,
-        cgroup: CgroupV1Group?, netns: Int32, background: Bool, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
+        cgroup: (any SandboxCgroup)?, netns: Int32, background: Bool, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
     ) -> Int32 {
         let arena = CArena()
         defer { arena.release() }
@@ -360,7 +392,7 @@ public final class SandboxRuntime: Sendable {
         args.stdio = (spec.stdio.input, spec.stdio.output, spec.stdio.error)
         args.keep_fds = UnsafePointer(arena.array(spec.extraFDs))
         args.keep_fd_count = spec.extraFDs.count
-        let cgroupFDs = cgroup?.procsFDs ?? []
+        let cgroupFDs = cgroup?.joinFDs ?? []
         args.cgroup_fds = UnsafePointer(arena.array(cgroupFDs))
         args.cgroup_fd_count = cgroupFDs.count
         args.workdir = arena.string(spec.workingDirectory)
@@ -391,12 +423,17 @@ public final class SandboxRuntime: Sendable {
 
 /// What a sandbox holds on the host until it is reaped.
 final class SandboxResources: Sendable {
-    private let state: Mutex<(ids: IDRange?, cgroup: CgroupV1Group?, networkNamespace: Int32)>
+    private let state: Mutex<(ids: IDRange?, cgroup: (any SandboxCgroup)?, networkNamespace: Int32)>
     private let pool: IDRangePool
 
-    init(ids: IDRange, pool: IDRangePool, cgroup: CgroupV1Group?, networkNamespace: Int32) {
+    init(ids: IDRange, pool: IDRangePool, cgroup: (any SandboxCgroup)?, networkNamespace: Int32) {
         state = Mutex((ids, cgroup, networkNamespace))
         self.pool = pool
+    }
+
+    /// What the kernel counted in the sandbox's cgroup (nothing without one).
+    func statistics() -> CgroupStatistics {
+        state.withLock { $0.cgroup }?.statistics() ?? CgroupStatistics()
     }
 
     /// Removes the cgroups, closes the network namespace and frees the uid range; safe

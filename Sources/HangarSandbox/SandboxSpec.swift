@@ -42,6 +42,8 @@ public struct SandboxSpec: Sendable {
     public var umask: UInt32 = 0o022
     /// Capabilities the command keeps (inside its user namespace); none by default.
     public var keepCapabilities: [Capability] = []
+    /// The whole sandbox is killed this long after it started; nil: no limit.
+    public var wallTimeout: Duration?
 
     /// A spec for `command` in `image` with the defaults above and a minimal environment.
     public init(image: Image, command: [String]) {
@@ -91,16 +93,31 @@ public struct SandboxSpec: Sendable {
 public struct ResourceLimits: Sendable, Hashable {
     /// Hard memory limit (memory.max, or memory.limit_in_bytes on v1); nil: none.
     public var memoryMax: ByteSize?
+    /// Where reclaim starts (memory.high; the soft limit on v1); nil: none.
+    public var memoryHigh: ByteSize?
+    /// Swap on top of memory (memory.swap.max; memsw on v1 where swap accounting is on).
+    public var swapMax: ByteSize?
     /// Maximum number of tasks (pids.max); nil: none.
     public var pidsMax: Int?
+    /// CPU time as a number of cores (cpu.max; the CFS quota on v1); nil: none.
+    public var cpu: Double?
+    /// Relative CPU weight 1...10000 (cpu.weight; cpu.shares on v1); nil: the default, 100.
+    public var cpuWeight: Int?
 
     /// Limits; none set by default.
-    public init(memoryMax: ByteSize? = nil, pidsMax: Int? = nil) {
+    public init(
+        memoryMax: ByteSize? = nil, memoryHigh: ByteSize? = nil, swapMax: ByteSize? = nil, pidsMax: Int? = nil,
+        cpu: Double? = nil, cpuWeight: Int? = nil
+    ) {
         self.memoryMax = memoryMax
+        self.memoryHigh = memoryHigh
+        self.swapMax = swapMax
         self.pidsMax = pidsMax
+        self.cpu = cpu
+        self.cpuWeight = cpuWeight
     }
 
-    var isEmpty: Bool { memoryMax == nil && pidsMax == nil }
+    var isEmpty: Bool { self == ResourceLimits() }
 }
 
 extension SandboxSpec {

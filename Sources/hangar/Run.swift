@@ -94,17 +94,24 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let spec = try await commandLineErrors { try self.spec() }
         let forwarder = SignalForwarder()
-        let sandbox = try await commandLineErrors {
-            let runtime = try SandboxRuntime(logger: Logger(label: "hangar"))
-            return try await runtime.spawn(spec)
+        let runtime = try await commandLineErrors {
+            try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar"))
+        }
+        let sandbox: Sandbox
+        do {
+            sandbox = try await commandLineErrors { try await runtime.spawn(spec) }
+        } catch {
+            runtime.finish()
+            throw error
         }
         forwarder.attach(sandbox)
-        let status = await sandbox.wait()
+        let outcome = await sandbox.outcome()
         forwarder.stop()
-        if case .signaled(let signal) = status {
-            FileHandleStandardError.write("hangar: the sandbox was killed by signal \(signal)\n")
+        runtime.finish()
+        if outcome.reason != .exited || outcome.status.isSignal {
+            FileHandleStandardError.write("hangar: \(outcome)\n")
         }
-        throw ExitCode(status.shellStatus)
+        throw ExitCode(outcome.status.shellStatus)
     }
 }
 

@@ -45,7 +45,11 @@ struct RunCommandTests {
         (["run", "--env", "NOEQUALS", "--", "true"], 64, "--env expects NAME=VALUE"),
         (["run", "--pids", "0", "--", "true"], 64, "--pids must be at least 1"),
         (["run", "--workdir", "/nope", "--", "true"], 125, "working directory /nope"),
-        (["run"], 64, "give the command after --"),
+        (["run", "--image-path", "/tmp"], 64, "give the command after --"),
+        (["run", "--memory", "4g", "--", "true"], 65, "4g is above the policy's maximum 2g (limits.max.memory_max in policies/default.toml)"),
+        (["run", "--policy", "no/such.toml", "--", "true"], 65, "no/such.toml: cannot open"),
+        (["policy", "check", "no/such.toml"], 65, "no/such.toml: cannot open"),
+        (["policy", "show", "../etc"], 64, "invalid image name"),
         (["run", "--image-path", "/etc/passwd", "--", "true"], 125, "is not a directory"),
         (["run", "--image-path", "no/such/dir", "--", "true"], 125, "not found at"),
         (["run", "--upper-size", "lots", "--", "true"], 64, "invalid size \"lots\""),
@@ -126,6 +130,10 @@ struct RunCommandTests {
         try #require(!HostState.processesWithSandboxUIDs().isEmpty)
         kill(process.pid, SIGKILL)
         _ = try await process.finish()
+        // Its empty cgroups stay until the next runtime starts and sweeps what runtimes
+        // that are gone left behind.
+        let next = try await HangarProcess.run(["run", "--", "true"])
+        #expect(next.status == 0, "\(next.stderr)")
         await expectHostClean()
     }
 }

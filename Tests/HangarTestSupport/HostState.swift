@@ -40,7 +40,7 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
         }.sorted()
     }
 
-    /// Sandbox cgroups: subdirectories of every v1 controller's "hangar" parent.
+    /// Sandbox cgroups: below every v1 controller's "hangar" parent.
     static func sandboxCgroups() -> [String] {
         let membership = readFile("/proc/self/cgroup") ?? ""
         var found: [String] = []
@@ -50,7 +50,12 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
             let controller = fields[1].split(separator: ",").first.map(String.init) ?? ""
             let own = fields[2] == "/" ? "" : String(fields[2])
             let parent = "/sys/fs/cgroup/\(controller)\(own)/hangar"
-            found += entries(of: parent).filter { $0.hasPrefix("sb-") }.map { "\(controller)/\($0)" }
+            // hangar/rt-<pid>-<start>/sb-<id>: one directory per runtime.
+            for runtime in entries(of: parent) where runtime.hasPrefix("rt-") {
+                found += entries(of: parent + "/" + runtime).filter { $0.hasPrefix("sb-") }.map {
+                    "\(controller)/\(runtime)/\($0)"
+                }
+            }
         }
         return found.sorted()
     }

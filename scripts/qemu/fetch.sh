@@ -45,7 +45,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installing: ${missing[*]}"
     # --no-install-recommends: qemu's recommends pull in a GUI, OVMF, etc., none of which
     # a -nographic -kernel boot needs (seabios and the option ROMs are hard dependencies).
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    # The first try stays silent: on a machine whose package lists are empty it fails, and
+    # the retry after apt-get update is the one whose errors count.
+    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
         apt_update_once "installing ${missing[*]}" || true
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
             || die "apt-get install ${missing[*]} failed"

@@ -163,7 +163,10 @@ for i in "${!disks[@]}"; do
     size_mib=$(( kib * 13 / 10 / 1024 + 64 ))
     img=$work/disk$i.img
     # No journal: a throwaway disk needs none and mke2fs and the guest are faster without.
-    mke2fs -q -F -t ext4 -O ^has_journal -d "$host" "$img" "${size_mib}M" >/dev/null \
+    # -d copies owners and modes of everything below HOSTDIR; root_owner does it for the
+    # top directory itself (its mode stays 0755).
+    mke2fs -q -F -t ext4 -O ^has_journal -E "root_owner=$(stat -c %u:%g "$host")" -d "$host" \
+        "$img" "${size_mib}M" >/dev/null \
         || die "mke2fs could not make an ext4 image of $host"
     drives+=(-drive "file=$img,format=raw,if=virtio,cache=unsafe")
     printf 'vd%s %s\n' "${letters:$i:1}" "$guest" >> "$root/payload/disks"
