@@ -70,6 +70,7 @@ let package = Package(
         .testTarget(
             name: "HangarPolicyTests",
             dependencies: ["HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],
+            exclude: ["Corpus"],
             swiftSettings: strictness
         ),
         .testTarget(

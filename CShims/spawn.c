@@ -254,6 +254,52 @@ static long drop_capabilities(uint64_t keep) {
     return r;
 }
 
+/// Landlock (a second layer under the mount flags): writes only beneath the writable
+/// paths; abstract unix sockets and signals scoped to the sandbox where the kernel can.
+/// Returns 0 where the kernel has no Landlock. Needs no_new_privs.
+static long restrict_writes(const struct hg_spawn_args *a, int32_t *failed_index) {
+    // Our own layout of struct landlock_ruleset_attr: newer than this libc's headers.
+    struct {
+        uint64_t handled_access_fs;
+        uint64_t handled_access_net;
+        uint64_t scoped;
+    } attr = {0, 0, 0};
+    long abi = HG_SYS3(__NR_landlock_create_ruleset, NULL, 0, 1 /* LANDLOCK_CREATE_RULESET_VERSION */);
+    if (abi == -ENOSYS || abi == -EOPNOTSUPP) return 0;
+    if (abi < 0) return abi;
+    // WRITE_FILE, REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK,
+    // MAKE_FIFO, MAKE_BLOCK, MAKE_SYM; then REFER (ABI 2) and TRUNCATE (ABI 3).
+    attr.handled_access_fs = (1ull << 1) | (0x1ffull << 4);
+    if (abi >= 2) attr.handled_access_fs |= 1ull << 13;
+    if (abi >= 3) attr.handled_access_fs |= 1ull << 14;
+    size_t size = 8;
+    if (abi >= 6) {
+        attr.scoped = 1 /* ABSTRACT_UNIX_SOCKET */ | 2 /* SIGNAL */;
+        size = sizeof attr;
+    }
+    long ruleset = HG_SYS3(__NR_landlock_create_ruleset, &attr, size, 0);
+    if (ruleset < 0) return ruleset;
+    long r = 0;
+    for (size_t i = 0; r >= 0 && i < a->writable_path_count; i++) {
+        long fd = HG_SYS4(__NR_openat, AT_FDCWD, a->writable_paths[i], O_PATH | O_CLOEXEC, 0);
+        if (fd < 0) {
+            *failed_index = (int32_t)i;
+            r = fd;
+            break;
+        }
+        struct __attribute__((packed)) {
+            uint64_t allowed_access;
+            int32_t parent_fd;
+        } beneath = {attr.handled_access_fs, (int32_t)fd};
+        r = HG_SYS4(__NR_landlock_add_rule, ruleset, 1 /* LANDLOCK_RULE_PATH_BENEATH */, &beneath, 0);
+        if (r < 0) *failed_index = (int32_t)i;
+        HG_SYS1(__NR_close, fd);
+    }
+    if (r >= 0) r = HG_SYS2(__NR_landlock_restrict_self, ruleset, 0);
+    HG_SYS1(__NR_close, ruleset);
+    return r;
+}
+
 static int child_main(void *opaque) {
     struct spawn_ctx *ctx = opaque;
     const struct hg_spawn_args *a = ctx->args;
@@ -388,12 +434,25 @@ static int child_main(void *opaque) {
     int init_fd = -1;
     r = arrange_fds(a, &report, &init_fd);
     if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
+    // Resource limits, soft and hard, once only the sandbox's own fds are left (a low
+    // nofile would refuse the handshake's fds). Raising one above the supervisor's own
+    // hard limit needs CAP_SYS_RESOURCE on the host, and fails here with EPERM.
+    for (size_t i = 0; i < a->rlimit_count; i++) {
+        uint64_t limit[2] = {a->rlimits[i].value, a->rlimits[i].value};
+        r = HG_SYS4(__NR_prlimit64, 0, a->rlimits[i].resource, limit, NULL);
+        if (r < 0) child_fail(report, HG_STEP_RLIMIT, r, (int32_t)i);
+    }
 
     HG_SYS1(__NR_umask, a->umask);
     r = drop_capabilities(a->keep_caps);
     if (r < 0) child_fail(report, HG_STEP_CAPS, r, -1);
     r = HG_SYS5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     if (r < 0) child_fail(report, HG_STEP_NO_NEW_PRIVS, r, -1);
+    if (a->writable_paths != NULL) {
+        int32_t index = -1;
+        r = restrict_writes(a, &index);
+        if (r < 0) child_fail(report, HG_STEP_LANDLOCK, r, index);
+    }
 
     // hangar-init inherits the report fd (to tell whether the command itself was
     // executed) and starts with no signal blocked. Both before seccomp: a profile
@@ -467,13 +526,6 @@ static void map_ids(void *opaque) {
     if (err == 0) err = write_proc_file(pid, "uid_map", a->uid_map);
     if (err == 0) err = write_proc_file(pid, "gid_map", a->gid_map);
     if (err != 0) hs = (struct handshake){HG_STEP_ID_MAP, -err, -1};
-    // Resource limits from here: a limit above our own hard limit needs CAP_SYS_RESOURCE
-    // in the host's user namespace, which the child never has.
-    for (size_t i = 0; hs.step == 0 && i < a->rlimit_count; i++) {
-        struct rlimit64 limit = {a->rlimits[i].value, a->rlimits[i].value};
-        if (prlimit64(pid, (enum __rlimit_resource)a->rlimits[i].resource, &limit, NULL) < 0)
-            hs = (struct handshake){HG_STEP_RLIMIT, errno, (int32_t)i};
-    }
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
     int userns = hs.step == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;

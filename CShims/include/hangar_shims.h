@@ -48,8 +48,9 @@ enum hg_step {
     HG_STEP_EXEC = 27,        // reported by hangar-init: the command's execve
     HG_STEP_INIT = 28,        // reported by hangar-init: its own setup (fork, ...)
     HG_STEP_SPAWN_ROOT = 29,  // the spawning thread's own minimal mount namespace
-    HG_STEP_RLIMIT = 30,      // parent side: prlimit on the child; detail: index
+    HG_STEP_RLIMIT = 30,      // prlimit; detail: index into hg_spawn_args.rlimits
     HG_STEP_HOST_BIND = 31,   // parent side: idmapped clone of a host path; detail: index
+    HG_STEP_LANDLOCK = 32,    // detail: index of the writable path, or -1
 };
 
 /// One failure record, written to the report pipe. Mirrored by hangar-init.
@@ -126,7 +127,7 @@ struct hg_host_bind {
 };
 #define HG_MAX_HOST_BINDS 16
 
-/// One resource limit (RLIMIT_*), soft and hard, set on the child by the parent.
+/// One resource limit (RLIMIT_*), soft and hard, set by the child before exec.
 struct hg_rlimit {
     int32_t resource;
     uint64_t value;
@@ -195,6 +196,9 @@ struct hg_spawn_args {
     uint64_t keep_caps;         // capabilities (bit n = capability n) the command keeps, in the
                                 // bounding, permitted, effective, inheritable and ambient sets
     int seccomp_log;            // 1: SECCOMP_FILTER_FLAG_LOG (refused calls are audited)
+    const char *const *writable_paths; // Landlock: writes only beneath these (inside the new
+    size_t writable_path_count;        // root); NULL: no Landlock domain. Skipped where the
+                                       // kernel has no Landlock.
     int background;             // 1: created ahead (a prepared sandbox). The clone and the
                                 // child's setup run at nice 19, so that they yield to running
                                 // sandboxes; the supervisor lifts it at the hand-off.

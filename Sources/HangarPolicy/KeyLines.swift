@@ -53,6 +53,11 @@ struct KeyLines {
         }
     }
 
+    /// The key assigned on `line` (the first one), if any.
+    func key(at line: Int) -> String? {
+        lines.filter { $0.value == line }.map(\.key).sorted { $0.count > $1.count }.first
+    }
+
     /// The line of `path`, or of the nearest enclosing key or table that has one.
     func line(of path: String) -> Int? {
         var path = path
@@ -71,10 +76,17 @@ struct KeyLines {
     private static func assignment(in line: Substring) -> Substring.Index? {
         guard let first = line.first, first != "#" else { return nil }
         var quote: Character? = nil
+        var escaped = false
         for index in line.indices {
             let c = line[index]
             if let open = quote {
-                if c == open { quote = nil }
+                if escaped {
+                    escaped = false
+                } else if c == "\\" && open == "\"" {
+                    escaped = true
+                } else if c == open {
+                    quote = nil
+                }
             } else if c == "\"" || c == "'" {
                 quote = c
             } else if c == "=" {
@@ -109,9 +121,17 @@ struct KeyLines {
     private static func nesting(in text: Substring) -> Int {
         var level = 0
         var quote: Character? = nil
+        var escaped = false
         for c in text {
             if let open = quote {
-                if c == open { quote = nil }
+                // A backslash escapes the next character in a basic ("...") string only.
+                if escaped {
+                    escaped = false
+                } else if c == "\\" && open == "\"" {
+                    escaped = true
+                } else if c == open {
+                    quote = nil
+                }
             } else if c == "\"" || c == "'" {
                 quote = c
             } else if c == "#" {

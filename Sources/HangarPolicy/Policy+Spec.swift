@@ -4,21 +4,38 @@ import HangarSandbox
 
 extension Policy {
     /// Checks what no single key can: limits against each other and against their maxima.
-    /// `error` makes the error for a key (the loader points it at the file that set it).
-    func validate(_ error: (String, String) -> PolicyError) throws(PolicyError) {
+    /// A conflict is reported at the key set last (in the extending file, or further down),
+    /// naming where the other value came from when that is another file.
+    func validate(origins: Origins, fallback file: String) throws(PolicyError) {
+        func conflict(_ a: String, _ b: String, _ aText: String, _ bText: String, above: Bool) -> PolicyError {
+            let placeA = origins.place(of: a)
+            let placeB = origins.place(of: b)
+            // Blame a (set later) unless b was set after it.
+            let blameB = (placeB?.order ?? -1) > (placeA?.order ?? -1)
+            let (key, value, other, otherValue, place, otherPlace) =
+                blameB ? (b, bText, a, aText, placeB, placeA) : (a, aText, b, bText, placeA, placeB)
+            let relation = (above != blameB) ? "above" : "below"
+            var whereFrom = ""
+            if let otherPlace, otherPlace.file != place?.file {
+                whereFrom = " in \(otherPlace.file)" + (otherPlace.line.map { ":\($0)" } ?? "")
+            }
+            return PolicyError(
+                file: place?.file ?? file, line: place?.line, key: key,
+                reason: "\(value) is \(relation) \(other) (\(otherValue)\(whereFrom))")
+        }
         if let high = limits.memoryHigh, let max = limits.memoryMax, high > max {
-            throw error("limits.memory_high", "\(high) is above limits.memory_max (\(max))")
+            throw conflict("limits.memory_high", "limits.memory_max", "\(high)", "\(max)", above: true)
         }
         for field in Limits.fields {
-            guard let maximum = field.value(maxima), let value = field.value(limits) else { continue }
-            if value > maximum {
-                throw error(
-                    "limits.max.\(field.key)",
-                    "\(field.format(maximum)) is below limits.\(field.key) (\(field.format(value)))")
-            }
+            guard let maximum = field.value(maxima), let value = field.value(limits), value > maximum else { continue }
+            throw conflict(
+                "limits.\(field.key)", "limits.max.\(field.key)", field.format(value), field.format(maximum), above: true)
         }
         if filesystem.upper == .disk {
-            throw error("filesystem.upper", "\"disk\" is not available yet: the upper layer is a tmpfs")
+            let place = origins.place(of: "filesystem.upper")
+            throw PolicyError(
+                file: place?.file ?? file, line: place?.line, key: "filesystem.upper",
+                reason: "\"disk\" is not available yet: the upper layer is a tmpfs")
         }
     }
 
@@ -111,7 +128,7 @@ extension Policy {
     func seccompProfile() throws(OCISeccompProfile.Invalid) -> SeccompProfile {
         var profile = seccomp.base == "default" ? SeccompProfile.default : try OCISeccompProfile.load(path: seccomp.base)
         profile.name = seccomp.base == "default" ? name : "\(name)+\(profile.name)"
-        profile.defaultErrno = seccomp.errno
+        if let errno = seccomp.errno { profile.defaultErrno = errno }
         profile.logDenied = seccomp.logDenied
         for rule in seccomp.allow {
             if rule.conditions.isEmpty {
@@ -125,7 +142,7 @@ extension Policy {
             if rule.conditions.isEmpty {
                 profile.allowed.remove(rule.name)
                 profile.conditionalAllows.removeAll { $0.syscall == rule.name }
-                profile.errnos[rule.name] = rule.errno ?? seccomp.errno
+                profile.errnos[rule.name] = rule.errno ?? profile.defaultErrno
             } else {
                 var denial = SeccompProfile.ArgumentMatch(rule.name, rule.conditions)
                 denial.errno = rule.errno

@@ -56,7 +56,7 @@ extension Policy {
 
         out.table("seccomp")
         out.set("base", string: seccomp.base)
-        out.set("errno", string: errnoSymbol(seccomp.errno))
+        if let errno = seccomp.errno { out.set("errno", string: errnoSymbol(errno)) }
         out.set("log_denied", seccomp.logDenied)
         out.rules("allow", seccomp.allow)
         out.rules("deny", seccomp.deny)

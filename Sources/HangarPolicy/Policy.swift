@@ -133,8 +133,9 @@ public struct Policy: Sendable, Equatable {
         public var allow: [SyscallRule] = []
         /// Rules added to the base: refused calls (optionally only with matching arguments).
         public var deny: [SyscallRule] = []
-        /// The errno of a known call that is not allowed.
-        public var errno: Int32 = 1  // EPERM
+        /// The errno of a known call that is not allowed; nil: the base profile's (EPERM for
+        /// the default profile).
+        public var errno: Int32? = nil
         /// Log refused calls to the kernel's audit log.
         public var logDenied = false
     }

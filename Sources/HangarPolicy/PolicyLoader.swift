@@ -32,21 +32,16 @@ public struct PolicyLoader: Sendable {
         var policy = Policy(name: Self.stem(of: path))
         let origins = Origins()
         try apply(path: path, to: &policy, chain: [], origins: origins)
-        try policy.validate { key, reason in origins.error(key, reason, fallback: path) }
+        try policy.validate(origins: origins, fallback: path)
         policy.sources = origins.files
         return policy
     }
 
     /// Applies the file at `path` (after its base) to `policy`.
-    private func apply(path: String, to policy: inout Policy, chain: [String], origins: Origins) throws(PolicyError) {
-        let identity = Self.identity(of: path)
-        if chain.contains(identity) {
-            let loop = (chain + [identity]).map { Self.stem(of: $0) }.joined(separator: " -> ")
-            throw PolicyError(file: path, key: "extends", reason: "extends loop: \(loop)")
-        }
-        if chain.count >= 8 {
-            throw PolicyError(file: path, key: "extends", reason: "extends is nested deeper than 8 files")
-        }
+    /// `chain`: the files that extend this one, outermost first, as (identity, path).
+    private func apply(
+        path: String, to policy: inout Policy, chain: [(identity: String, path: String)], origins: Origins
+    ) throws(PolicyError) {
         let text = try Self.read(path)
         let table: TOMLTable
         do {
@@ -58,11 +53,25 @@ public struct PolicyLoader: Sendable {
         } catch {
             throw PolicyError(file: path, reason: "not valid TOML: \(error)")
         }
-        let document = PolicyDocument(file: path, lines: KeyLines(source: text), origins: origins)
+        let lines = KeyLines(source: text)
+        let document = PolicyDocument(file: path, lines: lines, origins: origins)
+        // The TOML library reads strings as C strings: an escaped NUL would silently cut
+        // a value short. No policy value may hold one.
+        if let line = Self.lineWithEscapedNUL(text) {
+            throw PolicyError(file: path, line: line, key: lines.key(at: line), reason: "contains a NUL byte")
+        }
         let root = TableReader(table, path: "", document: document)
         if let base = try root.string("extends") {
             let basePath = try resolve(extends: base, from: path, root: root)
-            try apply(path: basePath, to: &policy, chain: chain + [identity], origins: origins)
+            let here = chain + [(Self.identity(of: path), path)]
+            // Both errors belong to this file's `extends`, the one that closes the loop or
+            // goes one file too deep.
+            if here.contains(where: { $0.identity == Self.identity(of: basePath) }) {
+                let loop = (here.map(\.path) + [basePath]).map { Self.stem(of: $0) }.joined(separator: " -> ")
+                throw root.error("extends", "extends loop: \(loop)")
+            }
+            if here.count >= 8 { throw root.error("extends", "extends is nested deeper than 8 files") }
+            try apply(path: basePath, to: &policy, chain: here, origins: origins)
         }
         policy.files.append(path)
         try PolicyReader(root: root, directory: Self.directory(of: path)).read(into: &policy)
@@ -80,10 +89,22 @@ public struct PolicyLoader: Sendable {
             }
             resolved = Self.directory(of: path) + "/" + base + ".toml"
         }
-        guard access(resolved, R_OK) == 0 else {
+        var st = stat()
+        guard stat(resolved, &st) == 0, access(resolved, R_OK) == 0 else {
             throw root.error("extends", "cannot read \(resolved): \(String(cString: strerror(errno)))")
         }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw root.error("extends", "cannot read \(resolved): \(String(cString: strerror(EISDIR)))")
+        }
         return resolved
+    }
+
+    /// The first line with a \u0000 or \U00000000 escape, if any.
+    static func lineWithEscapedNUL(_ text: String) -> Int? {
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if line.contains("\\u0000") || line.contains("\\U00000000") { return index + 1 }
+        }
+        return nil
     }
 
     static func read(_ path: String) throws(PolicyError) -> String {

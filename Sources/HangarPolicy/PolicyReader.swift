@@ -65,8 +65,10 @@ struct PolicyReader {
             guard let text = try? t.string("umask") else {
                 throw t.error("umask", "write it as a string of octal digits, e.g. \"022\"")
             }
-            guard !text.isEmpty, text.count <= 4, let mask = UInt32(text, radix: 8), mask <= 0o777 else {
-                throw t.error("umask", "expected octal digits 000...777, e.g. \"022\"")
+            guard !text.isEmpty, text.count <= 4, text.allSatisfy({ ("0"..."7").contains($0) }),
+                let mask = UInt32(text, radix: 8), mask <= 0o777
+            else {
+                throw t.error("umask", "expected octal digits 000...777, e.g. \"022\", got \"\(text.prefix(16))\"")
             }
             process.umask = mask
         }
@@ -122,19 +124,29 @@ struct PolicyReader {
         var targets: [String: String] = [:]
         for (index, mount) in fs.mounts.enumerated() {
             let key = "mounts[\(index)].target"
-            if Self.reservedTargets.contains(where: { mount.target == $0 || mount.target.hasPrefix($0 + "/") }) {
-                throw t.error(key, "\(mount.target) is managed by Hangar (/, /proc, /dev and /sys are not for mounts)")
+            if Self.isReserved(mount.target) {
+                throw t.error(key, "\(mount.target) is managed by Hangar (/proc, /dev and /sys are not for mounts)")
             }
-            if let earlier = targets[mount.target] { throw t.error(key, "\(mount.target) is already the target of \(earlier)") }
+            if let earlier = targets[mount.target] {
+                throw t.error(key, "\(mount.target) is already the target of \(t.keyPath(earlier))")
+            }
             targets[mount.target] = key
         }
-        if let data = fs.dataDirectory, let clash = targets[data] {
-            throw t.error("data_dir", "\(data) is already the target of \(clash)")
+        if let data = fs.dataDirectory {
+            if data == "/" { throw t.error("data_dir", "cannot be /") }
+            if Self.isReserved(data) {
+                throw t.error("data_dir", "\(data) is managed by Hangar (/proc, /dev and /sys are not for mounts)")
+            }
+            if let clash = targets[data] { throw t.error("data_dir", "\(data) is already the target of \(t.keyPath(clash))") }
         }
         try t.finish()
     }
 
     static let reservedTargets = ["/proc", "/dev", "/sys"]
+
+    static func isReserved(_ target: String) -> Bool {
+        reservedTargets.contains { target == $0 || target.hasPrefix($0 + "/") }
+    }
 
     private func readMount(_ t: TableReader) throws(PolicyError) -> Policy.Mount {
         guard let type = try t.string("type") else { throw t.error("type", "missing; expected \"bind\" or \"tmpfs\"") }
@@ -232,6 +244,7 @@ struct PolicyReader {
                 let mask: UInt64
                 switch op {
                 case "eq":
+                    if argument.contains("mask") { throw argument.error("mask", "only op = \"masked_eq\" takes a mask") }
                     mask = ~0
                 case "masked_eq":
                     guard let m = try argument.integer("mask", in: 1...Int.max) else {
@@ -292,7 +305,8 @@ struct PolicyReader {
     // MARK: helpers
 
     private func absolutePath(_ path: String, _ t: TableReader, _ key: String) throws(PolicyError) -> String {
-        guard path.hasPrefix("/"), !path.utf8.contains(0), path.utf8.count < 4096 else {
+        guard path.utf8.count < 4096 else { throw t.error(key, "must be at most 4095 bytes, got \(path.utf8.count)") }
+        guard path.hasPrefix("/"), !path.utf8.contains(0) else {
             throw t.error(key, "must be an absolute path, got \"\(path)\"")
         }
         let parts = path.split(separator: "/")

@@ -12,22 +12,25 @@ struct PolicyDocument {
     }
 }
 
-/// Which file (and line) last set each key, across the files of one policy: errors
-/// about the combination (memory_high above memory_max) point there.
+/// Which file (and line) last set each key, across the files of one policy, in order:
+/// errors about the combination (memory_high above memory_max) point at the key set last.
 final class Origins {
-    private var places: [String: (file: String, line: Int?)] = [:]
+    struct Place {
+        let file: String
+        let line: Int?
+        let order: Int
+    }
+
+    private var places: [String: Place] = [:]
 
     func record(_ key: String, in document: PolicyDocument) {
-        places[key] = (document.file, document.lines.line(of: key))
+        places[key] = Place(file: document.file, line: document.lines.line(of: key), order: places.count)
     }
+
+    func place(of key: String) -> Place? { places[key] }
 
     /// Key → the file that set it last.
     var files: [String: String] { places.mapValues(\.file) }
-
-    func error(_ key: String, _ reason: String, fallback file: String) -> PolicyError {
-        let place = places[key]
-        return PolicyError(file: place?.file ?? file, line: place?.line, key: key, reason: reason)
-    }
 }
 
 /// Reads one table of a policy file, key by key, with the type and range each key needs,
@@ -51,7 +54,11 @@ final class TableReader {
         document.error(key.map(keyPath), reason)
     }
 
-    func contains(_ key: String) -> Bool { table.contains(key: key) }
+    /// Whether the key is there; it counts as read (a known key).
+    func contains(_ key: String) -> Bool {
+        read.insert(key)
+        return table.contains(key: key)
+    }
 
     private func value(_ key: String) -> TOMLValue? {
         read.insert(key)
@@ -223,8 +230,9 @@ func parseDuration(_ text: String) -> Int? {
         }
         guard let n = Int(number) else { return nil }
         let (product, overflow) = n.multipliedReportingOverflow(by: unit)
-        guard !overflow else { return nil }
-        total += product
+        let (sum, carry) = total.addingReportingOverflow(product)
+        guard !overflow, !carry else { return nil }
+        total = sum
         number = ""
         sawUnit = true
     }

@@ -58,6 +58,7 @@ public enum SetupStep: Int32, Sendable, CustomStringConvertible {
     case clone = 1, signals, idMap, image, handshake, cgroup, cgroupNamespace, identity, privateRoot, staging
     case lower, overlay, mount, readOnlyRoot, pivot, hostname, loopback, setsid, fds, user, workdir
     case parentDeathSignal, capabilities, noNewPrivs, seccomp, execInit, exec, initSetup, spawnRoot
+    case rlimit, hostBind, landlock
 
     public var description: String {
         switch self {
@@ -90,6 +91,9 @@ public enum SetupStep: Int32, Sendable, CustomStringConvertible {
         case .exec: "executing the command"
         case .initSetup: "hangar-init setup"
         case .spawnRoot: "the spawning thread's mount namespace"
+        case .rlimit: "setting a resource limit"
+        case .hostBind: "binding a host path"
+        case .landlock: "the Landlock domain"
         }
     }
 }

@@ -352,6 +352,17 @@ public final class SandboxRuntime: Sendable {
             message = "working directory \(spec.workingDirectory) failed: \(errnoName(err))"
         case .hostname:
             message = "sethostname \(spec.hostname) failed: \(errnoName(err))"
+        case .hostBind:
+            let binds = MountPlan.hostBinds(of: spec.mounts)
+            let source = binds.indices.contains(Int(failure.detail)) ? binds[Int(failure.detail)].source : "?"
+            message = "binding host path \(source) failed: \(errnoName(err))"
+        case .rlimit where spec.rlimits.indices.contains(Int(failure.detail)):
+            let limit = spec.rlimits[Int(failure.detail)]
+            message = "setting the \(limit.resource) limit to \(limit.value) failed: \(errnoName(err))"
+        case .landlock:
+            let paths = spec.writablePaths
+            let path = paths.indices.contains(Int(failure.detail)) ? " (writable path \(paths[Int(failure.detail)]))" : ""
+            message = "the Landlock domain failed: \(errnoName(err))\(path)"
         default:
             message = "sandbox setup failed at \(step): \(errnoName(err))"
         }
@@ -416,6 +427,12 @@ public final class SandboxRuntime: Sendable {
         args.umask = spec.umask
         args.keep_caps = spec.keepCapabilities.reduce(0) { $0 | (1 << UInt64($1.number)) }
         args.seccomp_log = spec.seccomp.logDenied ? 1 : 0
+        if spec.landlock {
+            let writable = spec.writablePaths
+            args.writable_paths = UnsafePointer(
+                UnsafeRawPointer(arena.stringArray(writable)).assumingMemoryBound(to: UnsafePointer<CChar>?.self))
+            args.writable_path_count = writable.count
+        }
         args.background = background ? 1 : 0
         return withUnsafePointer(to: &args) { body($0) }
     }

@@ -44,6 +44,23 @@ public struct SandboxSpec: Sendable {
     public var keepCapabilities: [Capability] = []
     /// The whole sandbox is killed this long after it started; nil: no limit.
     public var wallTimeout: Duration?
+    /// A Landlock domain (where the kernel has Landlock) as a second layer under the mount
+    /// flags: writes only beneath the root (unless read-only), /dev and read-write mounts.
+    public var landlock = true
+
+    /// Where the command may write, for Landlock: paths inside the sandbox.
+    var writablePaths: [String] {
+        var paths = readOnlyRoot ? [] : ["/"]
+        paths.append("/dev")
+        for mount in mounts {
+            switch mount {
+            case .bind(_, let target, let readOnly) where !readOnly: paths.append(target)
+            case .tmpfs(let target, _): paths.append(target)
+            default: break
+            }
+        }
+        return paths
+    }
 
     /// A spec for `command` in `image` with the defaults above and a minimal environment.
     public init(image: Image, command: [String]) {

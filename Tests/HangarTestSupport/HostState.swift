@@ -60,6 +60,21 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
         return found.sorted()
     }
 
+    /// The v1 cgroup directory of a sandbox in one controller's hierarchy, if it exists.
+    public static func cgroupDirectory(controller: String, sandbox id: String) -> String? {
+        let membership = readFile("/proc/self/cgroup") ?? ""
+        for line in membership.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, fields[1].split(separator: ",").contains(Substring(controller)) else { continue }
+            let own = fields[2] == "/" ? "" : String(fields[2])
+            let parent = "/sys/fs/cgroup/\(controller)\(own)/hangar"
+            for runtime in entries(of: parent) where entries(of: parent + "/" + runtime).contains(id) {
+                return parent + "/" + runtime + "/" + id
+            }
+        }
+        return nil
+    }
+
     /// Processes whose real uid is in the sandbox range [2^30, 2^32).
     public static func processesWithSandboxUIDs() -> [String] {
         entries(of: "/proc").compactMap { pid -> String? in

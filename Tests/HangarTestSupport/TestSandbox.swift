@@ -6,9 +6,10 @@ import Synchronization
 
 /// What a command printed and how it ended.
 public struct RunResult: Sendable {
-    public var status: ExitStatus
+    public var outcome: Outcome
     public var stdout: String
     public var stderr: String
+    public var status: ExitStatus { outcome.status }
 }
 
 /// Shared helpers for tests that create real sandboxes (as root, on the real kernel).
@@ -94,8 +95,8 @@ public enum TestSandbox {
         public func finish() async throws -> RunResult {
             async let out = readAll(stdout)
             async let err = readAll(stderr)
-            let status = await sandbox.wait()
-            return RunResult(status: status, stdout: await out, stderr: await err)
+            let outcome = await sandbox.outcome()
+            return RunResult(outcome: outcome, stdout: await out, stderr: await err)
         }
     }
 }

@@ -25,6 +25,11 @@ apt_update_once() {
     apt-get update -qq || die "apt-get update failed"
 }
 
+# One fetch at a time (two harness runs may start together on a fresh machine).
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
 # --- host tools --------------------------------------------------------------------------
 # command -> Debian package that provides it.
 declare -A tools=(
@@ -47,9 +52,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     # a -nographic -kernel boot needs (seabios and the option ROMs are hard dependencies).
     # The first try stays silent: on a machine whose package lists are empty it fails, and
     # the retry after apt-get update is the one whose errors count.
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    if ! apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
         apt_update_once "installing ${missing[*]}" || true
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null \
             || die "apt-get install ${missing[*]} failed"
     fi
 fi
@@ -73,16 +78,23 @@ fi
 [ -n "$pkg" ] || die "cannot resolve the package behind linux-image-cloud-amd64 (apt-cache depends found none)"
 log "kernel package: $pkg"
 
-mkdir -p "$cache"
 dl=$(mktemp -d "$cache/.download.XXXXXX")
 trap 'rm -rf "$dl"' EXIT
-# apt-get download writes to the current directory. It runs as the _apt user where it can;
-# the directory is made readable so that works (otherwise apt warns and downloads as root).
+# apt-get download writes to the current directory as the _apt user where it can write
+# there (otherwise it warns and downloads as root): hand the directory to _apt.
 chmod 755 "$dl"
-download() { (cd "$dl" && apt-get download -qq "$pkg") >/dev/null 2>&1; }
+chown _apt "$dl" 2>/dev/null || true
+# quiet=1: no progress output; the first try's errors are dropped (see apt_update_once).
+download() { (cd "$dl" && apt-get download -qq "$pkg") >/dev/null 2>"$dl/download.err"; }
 if ! download; then
-    apt_update_once "downloading $pkg" || true
-    download || die "apt-get download $pkg failed (see: cd $dl && apt-get download $pkg)"
+    # Stale lists can name a version the mirror no longer has: update, then resolve again
+    # (a new kernel ABI also renames the package).
+    if apt_update_once "downloading $pkg"; then
+        pkg=$(resolve_kernel_package)
+        [ -n "$pkg" ] || die "cannot resolve the package behind linux-image-cloud-amd64 after apt-get update"
+        log "kernel package: $pkg"
+    fi
+    download || { cat "$dl/download.err" >&2; die "apt-get download $pkg failed"; }
 fi
 deb=$(find "$dl" -maxdepth 1 -name '*.deb' -print -quit)
 [ -n "$deb" ] || die "apt-get download $pkg produced no .deb"

@@ -12,14 +12,16 @@
  *      that pivot_root works from there (child, unshare(CLONE_NEWNS), pivot_root);
  *   3b. mounts the ext4 disks run.sh made for --disk (file /payload/disks, lines
  *      "<device name> <guest path>", e.g. "vda /images"), waiting for each device node;
- *   4. enables the cgroup v2 controllers memory, pids, cpu for children of the root group;
+ *   4. mounts devpts (newinstance) and a tmpfs on /dev/shm, makes /tmp (on the root tmpfs);
+ *      enables the cgroup v2 controllers memory, pids, cpu for children of the root group;
  *   5. brings the loopback interface up;
  *   6. runs the payload: argv is read from /payload/argv (NUL-separated strings, argv[0]
  *      is the program's path in the guest; run.sh writes it), with stdin/stdout/stderr on
  *      /dev/console (the serial port), cwd /, a small fixed environment;
  *   7. prints "HANGAR-GUEST-EXIT <status>" (exit code, or 128+signal) and powers off.
  *
- * Lines the host parses (each alone on a line):
+ * Lines the host parses (run.sh finds them anywhere in a line: payload output without a
+ * final newline may stand in front):
  *   HANGAR-GUEST-START <kernel release> uptime=<s>   just before the payload is started
  *   HANGAR-GUEST-EXIT <status>                         after the payload ended
  *   HANGAR-GUEST-ERROR <message>                       setup failed; no payload was run
@@ -245,7 +247,7 @@ static void check_pivot_root(void) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     rmdir("/tmp/.pivot-check");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        errno = WIFEXITED(status) ? 0 : EINTR;
+        /* steps: 10 unshare, 11 make / private, 12 tmpfs, 13 pivot_root, 14 umount old */
         say("HANGAR-GUEST-ERROR pivot_root check failed in the switched root (step %d)",
             WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
         power_off();
@@ -321,6 +323,7 @@ static char **read_argv(const char *path) {
     ssize_t r;
     while (len < sizeof buf - 1 && (r = read(fd, buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)r;
     close(fd);
+    if (len == sizeof buf - 1) { errno = E2BIG; fail("/payload/argv holds more than 64 KiB"); }
     if (len == 0) { errno = EINVAL; fail("/payload/argv is empty"); }
     if (buf[len - 1] != 0) buf[len++] = 0;
     size_t count = 0;

@@ -9,10 +9,12 @@
 # at /payload/<its basename> and run there as root, cwd /, with ARGS; its stdout and stderr
 # go to the serial console, which this script streams to stdout. Each --file copies a file
 # or a directory (recursively, owners and modes kept) into the guest, at GUESTPATH or else
-# at /payload/<basename>. Files end up on the guest's root, a tmpfs; on Linux 6.1 tmpfs cannot
-# be idmapped (that came in 6.3), so a tree that is to be idmapped (a Hangar image) goes on a
-# --disk instead: HOSTDIR becomes an ext4 image (mke2fs -d, owners and modes kept) attached as
-# a virtio disk and mounted at GUESTPATH before the payload starts. The guest's /init is guest-init.c (see there for what it sets up).
+# at /payload/<basename>. Those end up on the guest's root, a tmpfs, copied once more at boot.
+# Each --disk turns HOSTDIR into an ext4 image (mke2fs -d, owners and modes kept), attached
+# as a virtio disk and mounted at GUESTPATH before the payload starts: better for big trees
+# (no copy, no RAM), and needed for a tree that is to be idmapped (a Hangar image): tmpfs
+# supports idmapped mounts only from Linux 6.3 on, and Debian 12's kernel is 6.1.
+# The guest's /init is guest-init.c (see there for what it sets up).
 #
 # Exit status: the payload's (128+N if it died of signal N). When no payload status comes
 # back it fails with a message saying why: 2 usage, 3 host setup (fetch, compile,
@@ -74,7 +76,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "run.sh: interrupted, stopping the VM" >&2; exit 130' INT
+trap 'echo "run.sh: terminated, stopping the VM" >&2; exit 143' TERM
 root=$work/root
 mkdir -p "$root/payload" "$root/lib/modules" "$root/dev"
 
@@ -206,20 +209,23 @@ guest_error=""
 while IFS= read -r line || [ -n "$line" ]; do
     printf '%s\n' "$line"
     printf '%s\n' "$line" >> "$work/console.log"
-    case $line in
-        HANGAR-GUEST-START\ *) started=$EPOCHREALTIME ;;
-        HANGAR-GUEST-EXIT\ *)
-            exit_status=${line#HANGAR-GUEST-EXIT }
-            ended=$EPOCHREALTIME ;;
-        HANGAR-GUEST-ERROR\ *) guest_error=${line#HANGAR-GUEST-ERROR } ;;
-    esac
+    # Matched anywhere in the line: a payload whose last output has no newline, or a kernel
+    # message, can stand in front of a marker.
+    if [[ $line =~ HANGAR-GUEST-START\  ]]; then
+        started=$EPOCHREALTIME
+    elif [[ $line =~ HANGAR-GUEST-EXIT\ ([0-9]+)$ ]] && [ -z "$exit_status" ]; then
+        exit_status=${BASH_REMATCH[1]}
+        ended=$EPOCHREALTIME
+    elif [[ $line =~ HANGAR-GUEST-ERROR\ (.*)$ ]]; then
+        guest_error=${BASH_REMATCH[1]}
+    fi
 done < <(
     {
         timeout --kill-after=10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 &
         echo $! > "$work/qemu.pid"
         rc=0
         wait $! || rc=$?
-        echo "$rc" > "$work/qemu.rc"
+        { echo "$rc" > "$work/qemu.rc"; } 2>/dev/null || true # work is gone if interrupted
     } | sed -u -e 's/\r$//' -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g'
 )
 wait $! 2>/dev/null || true # the process substitution, so qemu.rc is written
@@ -228,7 +234,7 @@ qemu_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo unknown)
 finish=$EPOCHREALTIME
 
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-if [ -n "$exit_status" ] && [[ $exit_status =~ ^[0-9]+$ ]]; then
+if [ -n "$exit_status" ]; then
     boot=unknown
     [ -z "$started" ] || boot=$(secs "$start" "$started")s
     payload=unknown
