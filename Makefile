@@ -26,8 +26,10 @@ $(IMAGES)/python/.built: rootfs/python/build.sh rootfs/lib/debian-mirror.sh | de
 	bash rootfs/python/build.sh $(IMAGES)/python
 	touch $@
 
+# The suite on this host's kernel, then the cgroup v2 driver in a QEMU (TCG) guest.
 test: build images
 	$(SWIFT) test --no-parallel
+	bash scripts/qemu-v2-test.sh
 
 dev: build images
 	@bash scripts/demo.sh $(HANGAR)

@@ -60,6 +60,12 @@ let package = Package(
             ],
             swiftSettings: strictness
         ),
+        // The cgroup v2 checks that run inside a QEMU guest (scripts/qemu-v2-test.sh).
+        .executableTarget(
+            name: "hangar-guest-check",
+            dependencies: ["HangarSandbox", "HangarCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictness
+        ),
         .target(
             name: "HangarTestSupport",
             dependencies: ["HangarCore", "HangarSandbox"],

@@ -50,7 +50,10 @@ final class CgroupV2Driver: CgroupDriver {
         guard let (mount, own) = unified() else {
             throw SandboxError(.host, "cgroup v2 was asked for, and no cgroup2 file system is mounted")
         }
-        let base = root.map { $0.hasPrefix("/") ? $0 : mount + "/" + $0 } ?? mount + (own == "/" ? "" : own)
+        // A process that moved itself into `<own>/supervisor` (an earlier runtime of it) keeps
+        // `<own>` as its base.
+        let ownBase = own.hasSuffix("/supervisor") ? String(own.dropLast("/supervisor".count)) : own
+        let base = root.map { $0.hasPrefix("/") ? $0 : mount + "/" + $0 } ?? mount + (ownBase == "/" ? "" : ownBase)
         let available = Set(words(readText(base + "/cgroup.controllers")))
         let controllers = Set(wanted).intersection(available)
         guard controllers.contains("memory") || controllers.contains("pids") else {

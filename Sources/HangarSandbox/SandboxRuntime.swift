@@ -70,9 +70,7 @@ public final class SandboxRuntime: Sendable {
             configuration.stateDirectory, configuration.stateDirectory + "/spawn-root",
             configuration.stateDirectory + "/ids",
         ] {
-            if mkdir(directory, 0o755) < 0 && errno != EEXIST {
-                throw .system(.host, "creating \(directory)", errno: errno)
-            }
+            try makeDirectories(directory)
         }
         let initPath = configuration.initPath ?? Self.defaultInitPath()
         let fd = hg_sealed_exec_copy(initPath, "hangar-init")
@@ -536,4 +534,15 @@ final class CMountPlan: @unchecked Sendable {
 struct MountPlanKey: Hashable {
     let shmSize: UInt64
     let mounts: [SandboxMount]
+}
+
+/// mkdir -p: `path` and its missing parents, mode 0755.
+func makeDirectories(_ path: String) throws(SandboxError) {
+    var prefix = ""
+    for component in path.split(separator: "/") {
+        prefix += "/" + component
+        if mkdir(prefix, 0o755) < 0 && errno != EEXIST {
+            throw .system(.host, "creating \(prefix)", errno: errno)
+        }
+    }
 }
