@@ -82,8 +82,8 @@ int hg_send_with_fds(int socket, const void *data, size_t length, const int *fds
     return (size_t)n == length ? 0 : -EMSGSIZE;
 }
 
-int hg_eventfd(void) {
-    int fd = eventfd(0, EFD_CLOEXEC);
+int hg_eventfd(int nonblocking) {
+    int fd = eventfd(0, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0));
     return fd < 0 ? -errno : fd;
 }
 

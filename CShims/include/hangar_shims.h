@@ -173,8 +173,9 @@ struct hg_spawn_args {
     int stdio[3];               // fds that become 0, 1, 2
     const int *keep_fds;        // more fds for the command, in order from 3 (at most 64)
     size_t keep_fd_count;       // the report fd becomes 3 + keep_fd_count in init
-    const int *cgroup_fds;      // open cgroup.procs files to join (write "0")
+    const int *cgroup_fds;      // open cgroup.procs files to join (write "0"; cgroup v1)
     size_t cgroup_fd_count;
+    int cgroup_dirfd;           // cgroup v2: the child is created in it (CLONE_INTO_CGROUP); -1: none
     const char *workdir;        // inside the sandbox, absolute
     int init_fd;                // executable fd (memfd) of hangar-init
     char *const *argv;          // init's argv: the command comes after init's own arguments
@@ -277,8 +278,8 @@ int hg_sealed_exec_copy(const char *path, const char *name);
 int hg_set_nice(pid_t pid, int nice);
 /// pipe2(O_CLOEXEC). 0 or a negative errno.
 int hg_pipe(int fds[2]);
-/// A close-on-exec eventfd (counter 0), or a negative errno.
-int hg_eventfd(void);
+/// A close-on-exec eventfd (counter 0), non-blocking if asked, or a negative errno.
+int hg_eventfd(int nonblocking);
 /// sendmsg of data with fds attached (SCM_RIGHTS), MSG_NOSIGNAL. 0 or a negative errno.
 int hg_send_with_fds(int socket, const void *data, size_t length, const int *fds, size_t fd_count);
 /// The highest capability number of the running kernel.

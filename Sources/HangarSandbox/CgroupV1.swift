@@ -1,3 +1,4 @@
+import CShims
 import Glibc
 import HangarCore
 import Synchronization
@@ -78,6 +79,7 @@ final class CgroupV1Driver: CgroupDriver {
                 let fd = open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
                 guard fd >= 0 else { throw SandboxError.system(.host, "opening \(path)/cgroup.procs", errno: errno) }
                 group.add(fd: fd)
+                if hierarchy.controllers.contains("memory") { try group.watchOOM(path) }
             }
         } catch {
             group.destroy()
@@ -138,6 +140,38 @@ final class CgroupV1Group: SandboxCgroup {
     }
 
     private let state = Mutex<(groups: [Group], fds: [Int32])>(([], []))
+    /// An eventfd the kernel signals at each OOM in the memory group (cgroup.event_control
+    /// on memory.oom_control); -1 until watched.
+    private let oomEvents = Mutex<Int32>(-1)
+
+    /// Registers an eventfd for OOM notifications of the memory group at `path`.
+    func watchOOM(_ path: String) throws(SandboxError) {
+        let efd = hg_eventfd(1)
+        guard efd >= 0 else { throw .system(.host, "eventfd for OOM notifications", errno: -efd) }
+        let control = open(path + "/memory.oom_control", O_RDONLY | O_CLOEXEC)
+        guard control >= 0 else {
+            let err = errno
+            close(efd)
+            throw .system(.host, "opening \(path)/memory.oom_control", errno: err)
+        }
+        // The kernel keeps its own references to both files.
+        defer { close(control) }
+        if let err = writeText(path + "/cgroup.event_control", "\(efd) \(control)") {
+            close(efd)
+            throw .system(.host, "registering for OOM notifications in \(path)", errno: err)
+        }
+        oomEvents.withLock { $0 = efd }
+    }
+
+    /// OOM notifications so far (the eventfd's counter; reading resets it, so it is added up).
+    private func oomNotifications() -> Int {
+        oomEvents.withLock { efd in
+            guard efd >= 0 else { return 0 }
+            var count: UInt64 = 0
+            return read(efd, &count, 8) == 8 ? Int(count) : 0
+        }
+    }
+    private let notified = Mutex(0)
 
     init(groups: [Group] = []) { state.withLock { $0.groups = groups } }
 
@@ -145,6 +179,7 @@ final class CgroupV1Group: SandboxCgroup {
     func add(fd: Int32) { state.withLock { $0.fds.append(fd) } }
 
     var joinFDs: [Int32] { state.withLock { $0.fds } }
+    var directoryFD: Int32? { nil }
 
     func statistics() -> CgroupStatistics {
         var statistics = CgroupStatistics()
@@ -152,7 +187,12 @@ final class CgroupV1Group: SandboxCgroup {
             if group.controllers.contains("memory") {
                 statistics.peakMemory = readText(group.path + "/memory.max_usage_in_bytes")
                     .flatMap { UInt64($0.trimmingNewline()) }.map { ByteSize(bytes: $0) }
-                statistics.oomKills = Int(keyedValue(readText(group.path + "/memory.oom_control"), "oom_kill") ?? 0)
+                let killed = Int(keyedValue(readText(group.path + "/memory.oom_control"), "oom_kill") ?? 0)
+                let notified = self.notified.withLock { total in
+                    total += oomNotifications()
+                    return total
+                }
+                statistics.oomKills = max(killed, notified)
             }
             if group.controllers.contains("cpuacct"),
                 let ns = readText(group.path + "/cpuacct.usage").flatMap({ UInt64($0.trimmingNewline()) })
@@ -171,6 +211,10 @@ final class CgroupV1Group: SandboxCgroup {
             return state
         }
         fds.forEach { close($0) }
+        oomEvents.withLock { efd in
+            if efd >= 0 { close(efd) }
+            efd = -1
+        }
         let freezer = groups.first { $0.controllers.contains("freezer") }?.path
         if let probe = freezer ?? groups.first?.path, !(readText(probe + "/cgroup.procs") ?? "").isEmpty {
             if let freezer { freeze(freezer, "FROZEN") }

@@ -106,11 +106,11 @@ final class CgroupV2Driver: CgroupDriver {
                 throw .system(.host, "setting \(path)/\(file) to \(value)", errno: err)
             }
         }
-        let fd = open(path + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             let err = errno
             group.destroy()
-            throw .system(.host, "opening \(path)/cgroup.procs", errno: err)
+            throw .system(.host, "opening cgroup \(path)", errno: err)
         }
         group.set(fd: fd)
         return group
@@ -158,7 +158,8 @@ final class CgroupV2Group: SandboxCgroup {
 
     func set(fd: Int32) { self.fd.withLock { $0 = fd } }
 
-    var joinFDs: [Int32] { fd.withLock { $0.map { [$0] } ?? [] } }
+    var joinFDs: [Int32] { [] }
+    var directoryFD: Int32? { fd.withLock { $0 } }
 
     func statistics() -> CgroupStatistics {
         let events = readText(path + "/memory.events")

@@ -28,8 +28,10 @@ protocol CgroupDriver: Sendable {
 
 /// One sandbox's cgroup.
 protocol SandboxCgroup: Sendable {
-    /// Open cgroup.procs files: the child joins by writing "0" to each.
+    /// Open cgroup.procs files: the child joins by writing "0" to each (v1).
     var joinFDs: [Int32] { get }
+    /// The group's directory: the child is created in it with CLONE_INTO_CGROUP (v2).
+    var directoryFD: Int32? { get }
     /// Peak memory, CPU time and OOM kills so far.
     func statistics() -> CgroupStatistics
     /// Kills everything still inside and removes the cgroup; safe to call twice.

@@ -112,7 +112,7 @@ final class PreparedPool: Sendable {
 
     init(logger: Logger) throws(SandboxError) {
         self.logger = logger
-        wake = hg_eventfd()
+        wake = hg_eventfd(0)
         guard wake >= 0 else { throw .system(.host, "eventfd for the prepared-sandbox pool", errno: -wake) }
     }
 

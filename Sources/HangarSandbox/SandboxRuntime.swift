@@ -401,6 +401,7 @@ public final class SandboxRuntime: Sendable {
         args.stdio = (spec.stdio.input, spec.stdio.output, spec.stdio.error)
         args.keep_fds = UnsafePointer(arena.array(spec.extraFDs))
         args.keep_fd_count = spec.extraFDs.count
+        args.cgroup_dirfd = cgroup?.directoryFD ?? -1
         let cgroupFDs = cgroup?.joinFDs ?? []
         args.cgroup_fds = UnsafePointer(arena.array(cgroupFDs))
         args.cgroup_fd_count = cgroupFDs.count

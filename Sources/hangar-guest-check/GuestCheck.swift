@@ -116,6 +116,10 @@ struct GuestCheck {
                 "mkfifo /tmp/hold; (i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; read x < /tmp/hold")
             bomb.limits.pidsMax = 16
             let bombed = try await runtime.spawn(bomb)
+            let membership = read("/proc/\(bombed.pid)/cgroup") ?? ""
+            check(
+                "CLONE_INTO_CGROUP: init is born in the sandbox's group", membership.contains("/\(bombed.id.rawValue)"),
+                membership)
             var current = 999
             var events = ""
             for _ in 0..<300 {
