@@ -6,7 +6,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/loop.h>
+#include <stdio.h>
 #include <sys/capability.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -90,3 +93,35 @@ int hg_eventfd(int nonblocking) {
 int hg_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0; }
 
 int hg_set_nice(pid_t pid, int nice) { return setpriority(PRIO_PROCESS, (id_t)pid, nice) < 0 ? -errno : 0; }
+
+int hg_loop_attach(int file_fd, char *path, size_t path_size) {
+    int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (control < 0) return -errno;
+    int result = -EBUSY;
+    // Another process may take the free device first: then ask again.
+    for (int attempt = 0; attempt < 16 && result == -EBUSY; attempt++) {
+        int number = ioctl(control, LOOP_CTL_GET_FREE);
+        if (number < 0) {
+            result = -errno;
+            break;
+        }
+        snprintf(path, path_size, "/dev/loop%d", number);
+        int device = open(path, O_RDWR | O_CLOEXEC);
+        if (device < 0) {
+            result = -errno;
+            continue;
+        }
+        struct loop_config config;
+        memset(&config, 0, sizeof config);
+        config.fd = (uint32_t)file_fd;
+        config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        if (ioctl(device, LOOP_CONFIGURE, &config) == 0) {
+            result = device;
+        } else {
+            result = -errno;
+            close(device);
+        }
+    }
+    close(control);
+    return result;
+}

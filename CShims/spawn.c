@@ -377,7 +377,7 @@ static int child_main(void *opaque) {
     struct handshake hs = {0, 0, -1};
     struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (1 + HG_MAX_HOST_BINDS))];
+        char buf[CMSG_SPACE(sizeof(int) * (2 + HG_MAX_HOST_BINDS))];
         struct cmsghdr align;
     } control;
     struct msghdr msg = {
@@ -385,16 +385,18 @@ static int child_main(void *opaque) {
     r = HG_SYS3(__NR_recvmsg, ctx->child_sock, &msg, MSG_CMSG_CLOEXEC);
     if (r != (long)sizeof hs) child_fail(report, HG_STEP_HANDSHAKE, r < 0 ? r : -EPROTO, -1);
     if (hs.step != 0) child_fail(report, hs.step, hs.error, hs.detail);
-    // The image's tree, then one per host bind.
-    size_t tree_count = 1 + a->host_bind_count;
+    // The image's tree, the upper layer's file system (on disk), then one per host bind.
+    size_t staging_trees = a->staging_device != NULL ? 1 : 0;
+    size_t tree_count = 1 + staging_trees + a->host_bind_count;
     struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
     if (cmsg == NULL || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
         cmsg->cmsg_len != CMSG_LEN(sizeof(int) * tree_count) || (msg.msg_flags & MSG_CTRUNC))
         child_fail(report, HG_STEP_HANDSHAKE, -EPROTO, -1);
-    int trees[1 + HG_MAX_HOST_BINDS];
+    int trees[2 + HG_MAX_HOST_BINDS];
     __builtin_memcpy(trees, CMSG_DATA(cmsg), sizeof(int) * tree_count);
     int image_tree = trees[0];
-    ctx->host_trees = trees + 1;
+    int staging_tree = staging_trees ? trees[1] : -1;
+    ctx->host_trees = trees + 1 + staging_trees;
 
     // cgroups: join while still holding host credentials, then make the cgroup the
     // root of a new cgroup namespace.
@@ -416,7 +418,12 @@ static int child_main(void *opaque) {
     if (r < 0) child_fail(report, HG_STEP_PRIVATE, r, -1);
 
     // The root: overlay of the idmapped image (read-only) and a tmpfs upper.
-    r = HG_SYS5(__NR_mount, "tmpfs", a->staging, "tmpfs", MS_NOSUID | MS_NODEV, a->staging_options);
+    if (staging_tree >= 0) {
+        r = HG_SYS5(__NR_move_mount, staging_tree, "", AT_FDCWD, a->staging, MOVE_MOUNT_F_EMPTY_PATH);
+        HG_SYS1(__NR_close, staging_tree);
+    } else {
+        r = HG_SYS5(__NR_mount, "tmpfs", a->staging, "tmpfs", MS_NOSUID | MS_NODEV, a->staging_options);
+    }
     if (r < 0) child_fail(report, HG_STEP_STAGING, r, -1);
     const char *dirs[4] = {a->lower_dir, a->upper_dir, a->work_dir, a->root_dir};
     for (int i = 0; i < 4; i++) {
@@ -533,6 +540,29 @@ static int write_proc_file(pid_t pid, const char *name, const char *text) {
 
 /// The image as a detached, read-only mount whose owners are mapped through the
 /// child's user namespace: files owned by host root appear owned by root inside.
+/// A new mount of the block device `source` (a file system of `type`), nosuid and
+/// nodev, idmapped to the user namespace `userns`: host root's files are the sandbox's.
+static int idmapped_filesystem(int userns, const char *type, const char *source, int *tree_out) {
+    int fs = (int)syscall(__NR_fsopen, type, FSOPEN_CLOEXEC);
+    if (fs < 0) return -errno;
+    int err = 0;
+    if (syscall(__NR_fsconfig, fs, FSCONFIG_SET_STRING, "source", source, 0) < 0 ||
+        syscall(__NR_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        err = -errno;
+    int tree = err == 0 ? (int)syscall(__NR_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) : -1;
+    if (err == 0 && tree < 0) err = -errno;
+    close(fs);
+    if (err != 0) return err;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns};
+    if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        err = -errno;
+        close(tree);
+        return err;
+    }
+    *tree_out = tree;
+    return 0;
+}
+
 /// A clone of the host path's mount (not its submounts), idmapped to the user
 /// namespace `userns` and given `attrs`.
 static int idmapped_tree(int userns, const char *path, uint64_t attrs, int *tree_out) {
@@ -563,7 +593,7 @@ static void map_ids(void *opaque) {
     pid_t pid = ctx->child_tid;
 
     struct handshake hs = {0, 0, -1};
-    int trees[1 + HG_MAX_HOST_BINDS];
+    int trees[2 + HG_MAX_HOST_BINDS];
     size_t tree_count = 0;
     int err = write_proc_file(pid, "setgroups", "deny");
     if (err == 0) err = write_proc_file(pid, "uid_map", a->uid_map);
@@ -578,6 +608,11 @@ static void map_ids(void *opaque) {
         if (err != 0) hs = (struct handshake){HG_STEP_IMAGE, -err, -1};
         else tree_count = 1;
     }
+    if (hs.step == 0 && a->staging_device != NULL) {
+        err = idmapped_filesystem(userns, "ext4", a->staging_device, &trees[tree_count]);
+        if (err != 0) hs = (struct handshake){HG_STEP_STAGING, -err, -1};
+        else tree_count++;
+    }
     for (size_t i = 0; hs.step == 0 && i < a->host_bind_count && i < HG_MAX_HOST_BINDS; i++) {
         err = idmapped_tree(userns, a->host_binds[i].source, a->host_binds[i].attrs, &trees[tree_count]);
         if (err != 0) hs = (struct handshake){HG_STEP_HOST_BIND, -err, (int32_t)i};
@@ -587,7 +622,7 @@ static void map_ids(void *opaque) {
 
     struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (1 + HG_MAX_HOST_BINDS))];
+        char buf[CMSG_SPACE(sizeof(int) * (2 + HG_MAX_HOST_BINDS))];
         struct cmsghdr align;
     } control;
     memset(&control, 0, sizeof control);

@@ -153,6 +153,8 @@ struct hg_spawn_args {
     const char *staging;        // in the spawning thread's root ("/staging"); the child
                                 // mounts its upper tmpfs over it
     const char *staging_options;// tmpfs options for the staging mount: "size=...,nr_inodes=...,mode=0755"
+    const char *staging_device; // instead of the tmpfs: an ext4 block device (a loop device over
+                                // a sparse file) that the parent mounts, idmapped, for the upper
     const char *overlay_options;// "lowerdir=...,upperdir=...,workdir=..." under staging
     const char *lower_dir;      // absolute paths under staging
     const char *upper_dir;
@@ -274,6 +276,10 @@ int hg_pidfd_send_signal(int pidfd, int sig);
 int hg_pidfd_reap(int pidfd, int *code, int *by_signal);
 /// Copy the file at path into a sealed memfd that can be executed with execveat.
 int hg_sealed_exec_copy(const char *path, const char *name);
+/// Attaches the file `file_fd` to a free loop device with LO_FLAGS_AUTOCLEAR (it detaches
+/// once its last opener and mount are gone). Returns an open fd of the device (close-on-
+/// exec) and writes "/dev/loopN" into path, or a negative errno.
+int hg_loop_attach(int file_fd, char *path, size_t path_size);
 /// setpriority(PRIO_PROCESS, pid, nice). 0 or a negative errno.
 int hg_set_nice(pid_t pid, int nice);
 /// pipe2(O_CLOEXEC). 0 or a negative errno.

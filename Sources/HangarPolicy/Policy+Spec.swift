@@ -31,12 +31,6 @@ extension Policy {
             throw conflict(
                 "limits.\(field.key)", "limits.max.\(field.key)", field.format(value), field.format(maximum), above: true)
         }
-        if filesystem.upper == .disk {
-            let place = origins.place(of: "filesystem.upper")
-            throw PolicyError(
-                file: place?.file ?? file, line: place?.line, key: "filesystem.upper",
-                reason: "\"disk\" is not available yet: the upper layer is a tmpfs")
-        }
     }
 
     /// This policy with the limits a request asks for. A request may lower any limit, and
@@ -95,6 +89,7 @@ extension Policy {
         if let inodes = limits.upperInodes { spec.upperInodes = UInt64(inodes) }
         if let size = limits.shmSize { spec.shmSize = size }
         spec.readOnlyRoot = filesystem.readOnlyRoot
+        spec.upper = filesystem.upper == .disk ? .disk : .tmpfs
         spec.limits = ResourceLimits(
             memoryMax: limits.memoryMax, memoryHigh: limits.memoryHigh, swapMax: limits.swapMax,
             pidsMax: limits.pidsMax, cpu: limits.cpu, cpuWeight: limits.cpuWeight)

@@ -19,6 +19,9 @@ public struct SandboxRuntimeConfiguration: Sendable {
     public var cgroupRoot: String?
     /// The cgroup driver: v2 where it has the memory controller, else v1 (`auto`).
     public var cgroupDriver: CgroupDriverChoice = .auto
+    /// Where upper layers on disk (`upper = .disk`) are created; their files are unlinked
+    /// at once (a loop device holds them), so nothing stays here.
+    public var diskDirectory: String = "/var/lib/hangar/uppers"
     /// Network namespaces kept ready for spawns; 0 makes each one during its spawn.
     public var networkNamespacePool: Int = 4
 
@@ -267,14 +270,27 @@ public final class SandboxRuntime: Sendable {
             throw error
         }
         let resources = SandboxResources(ids: ids, pool: idRanges, cgroup: group, networkNamespace: netns)
+        var disk: DiskUpper?
+        if spec.upper == .disk {
+            do {
+                disk = try DiskUpper(
+                    directory: configuration.diskDirectory, name: id.rawValue, size: spec.upperSize,
+                    inodes: spec.upperInodes)
+            } catch {
+                resources.release()
+                throw error
+            }
+        }
         var result = hg_spawn_result()
         let plan = mountPlan(for: spec)
         let status = withSpawnArguments(
             spec: spec, initArguments: ["hangar-init"] + initArguments, mounts: plan, programs: programs, ids: ids,
-            cgroup: group, netns: netns, background: prepared
+            cgroup: group, netns: netns, stagingDevice: disk?.device, background: prepared
         ) {
             hg_spawn($0, &result)
         }
+        // The sandbox's mount holds the device now (or, after a failure, nothing does).
+        disk?.release()
         if status != 0 {
             resources.release()
             throw describeFailure(result.failure, spec: spec)
@@ -344,6 +360,8 @@ public final class SandboxRuntime: Sendable {
             message = "\(what) /\(mount.target) failed: \(errnoName(err))\(hint)"
         case .overlay:
             message = "overlay mount failed: \(errnoName(err)) (lower \(spec.image.root))"
+        case .staging:
+            message = "the upper layer (\(spec.upper == .disk ? "ext4 on a loop device" : "tmpfs")) failed: \(errnoName(err))"
         case .image:
             message = "idmapped mount of the image failed: \(errnoName(err)) (\(spec.image.root))"
         case .workdir:
@@ -370,7 +388,7 @@ public final class SandboxRuntime: Sendable {
     /// Lays the spawn arguments out in C memory that lives until `body` returns.
     private func withSpawnArguments(
         spec: SandboxSpec, initArguments: [String], mounts: CMountPlan, programs: [[UInt8]], ids: IDRange,
-        cgroup: (any SandboxCgroup)?, netns: Int32, background: Bool, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
+        cgroup: (any SandboxCgroup)?, netns: Int32, stagingDevice: String?, background: Bool, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
     ) -> Int32 {
         let arena = CArena()
         defer { arena.release() }
@@ -382,6 +400,7 @@ public final class SandboxRuntime: Sendable {
         args.image = arena.string(spec.image.root)
         args.spawn_root = arena.string(spawnRoot)
         args.staging = arena.string(staging)
+        args.staging_device = stagingDevice.map { arena.string($0) }
         args.staging_options = arena.string(
             "size=\(spec.upperSize.bytes),nr_inodes=\(spec.upperInodes),mode=0755")
         args.overlay_options = arena.string(

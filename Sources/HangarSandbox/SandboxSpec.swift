@@ -24,6 +24,9 @@ public struct SandboxSpec: Sendable {
     public var upperInodes: UInt64 = 65536
     /// Size limit of /dev/shm.
     public var shmSize: ByteSize = .mebibytes(64)
+    /// Where the writable upper layer lives: a tmpfs (memory), or an ext4 file system in a
+    /// sparse file on disk (`SandboxRuntimeConfiguration.diskDirectory`).
+    public var upper = UpperLayer.tmpfs
     /// Mount the root read-only (the upper layer still holds /dev and /proc mount points).
     public var readOnlyRoot = false
     /// Resource limits, enforced through cgroups.
@@ -163,6 +166,11 @@ extension SandboxSpec {
         }
         if binds > 16 { throw .invalid("mounts", "at most 16 binds, got \(binds)") }
     }
+}
+
+/// Where a sandbox's writable layer lives.
+public enum UpperLayer: String, Sendable, Hashable {
+    case tmpfs, disk
 }
 
 /// A mount a spec adds to the standard file tree.

@@ -142,6 +142,36 @@ struct LimitsTests {
         await expectHostClean()
     }
 
+    @Test("an upper layer on disk gives ENOSPC at its size, and leaves no file and no loop device")
+    func diskUpper() async throws {
+        var spec = try TestSandbox.shell(
+            """
+            grep -c ' / overlay ' /proc/mounts
+            dd if=/dev/zero of=/fill bs=1M count=32 2>&1 | grep -o 'No space left on device'
+            """)
+        spec.upper = .disk
+        spec.upperSize = .mebibytes(8)
+        spec.upperInodes = 1024
+        let loopsBefore = loopDevicesBacked(by: "/var/lib/hangar/uppers")
+        let result = try await TestSandbox.run(spec)
+        #expect(result.stdout == "1\nNo space left on device\n", "\(result.stderr)")
+        #expect(entries(of: "/var/lib/hangar/uppers").isEmpty, "no file is left")
+        var loops = loopDevicesBacked(by: "/var/lib/hangar/uppers")
+        for _ in 0..<100 where loops != loopsBefore {
+            try await Task.sleep(for: .milliseconds(20))
+            loops = loopDevicesBacked(by: "/var/lib/hangar/uppers")
+        }
+        #expect(loops == loopsBefore, "the loop device detached itself")
+        await expectHostClean()
+    }
+
+    /// Loop devices whose backing file is (or was) in `directory`.
+    private func loopDevicesBacked(by directory: String) -> [String] {
+        entries(of: "/sys/block").filter { $0.hasPrefix("loop") }.filter { device in
+            (readFile("/sys/block/\(device)/loop/backing_file") ?? "").hasPrefix(directory)
+        }
+    }
+
     @Test("creating files past the inode limit gives ENOSPC")
     func inodeLimit() async throws {
         var spec = try TestSandbox.shell(
