@@ -8,6 +8,7 @@ packages=(
     debootstrap      # the python image
     bubblewrap       # the peer in `hangar bench spawn`
     iproute2         # network checks in tests
+    e2fsprogs        # mkfs.ext4 for upper layers on disk
 )
 missing=()
 for p in "${packages[@]}"; do
