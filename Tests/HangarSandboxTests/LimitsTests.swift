@@ -327,6 +327,37 @@ struct LimitsTests {
         await expectHostClean()
     }
 
+    @Test("log_denied: a refused call is written to the kernel's audit log, and only with it")
+    func logDenied() async throws {
+        let mountNumber = "mount".withCString { hg_seccomp_resolve($0) }
+        func audited(logging: Bool) async throws -> Bool {
+            let kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            try #require(kmsg >= 0)
+            defer { close(kmsg) }
+            lseek(kmsg, 0, SEEK_END)
+            var spec = try TestSandbox.shell("mount -t tmpfs none /mnt 2>/dev/null; echo $?")
+            spec.seccomp.logDenied = logging
+            let result = try await TestSandbox.run(spec)
+            #expect(result.stdout != "0\n", "mount is refused")
+            // One record per read; EAGAIN at the end.
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            while true {
+                let n = read(kmsg, &buffer, buffer.count)
+                if n < 0 && errno == EPIPE { continue }  // overwritten records
+                if n <= 0 { return false }
+                let record = String(decoding: buffer.prefix(n), as: UTF8.self)
+                if record.contains("type=1326"), record.contains("comm=\"mount\""),
+                    record.contains("syscall=\(mountNumber) ")
+                {
+                    return true
+                }
+            }
+        }
+        #expect(try await audited(logging: true), "the refused mount(2) is in the audit log")
+        #expect(try await !audited(logging: false), "without log_denied it is not")
+        await expectHostClean()
+    }
+
     @Test("a 32-bit int 0x80 system call kills the process", .enabled(if: hg_seccomp_resolve("arch_prctl") >= 0))
     func int80Killed() async throws {
         // mov eax, 20 (getpid on i386); int 0x80; ret — run from an executable mapping.
