@@ -247,10 +247,12 @@ public final class SandboxRuntime: Sendable {
         let programs = try programs(for: spec.seccomp)
         let id = SandboxID.random()
         let ids = try idRanges.acquire()
-        // Every sandbox gets a cgroup when the host has them: for its limits, and for its
-        // statistics and a teardown that leaves nothing running.
+        // A sandbox with limits gets a cgroup (which also gives its statistics). Without
+        // limits it gets none: joining a group is not free (on v1 the first migration after
+        // a quiet spell waits for an RCU grace period, milliseconds here), and the pid
+        // namespace already ends everything in it.
         var group: (any SandboxCgroup)?
-        if let cgroups {
+        if let cgroups, !spec.limits.isEmpty {
             do {
                 group = try cgroups.create(name: id.rawValue, limits: spec.limits)
             } catch {

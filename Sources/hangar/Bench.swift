@@ -41,6 +41,9 @@ struct SpawnBench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Network namespaces Hangar prepares ahead (0: one per spawn).", valueName: "n"))
     var netnsPool = SandboxRuntimeConfiguration().networkNamespacePool
 
+    @Option(help: ArgumentHelp("A memory limit for Hangar's sandboxes: each then gets a cgroup.", valueName: "size"))
+    var memory: String?
+
     @Option(help: ArgumentHelp("Which contenders to run, comma-separated.", valueName: "list"))
     var only: String = "hangar,hangar-prepared,bwrap,posix_spawn"
 
@@ -67,6 +70,7 @@ struct SpawnBench: AsyncParsableCommand {
         defer { close(null) }
         var base = SandboxSpec(image: image, command: ["/bin/true"])
         base.stdio = (null, null, null)
+        base.limits.memoryMax = try await commandLineErrors { try memory.map { try ByteSize(parsing: $0) } }
         let spec = base
 
         // Fresh spawns get another hostname when prepared ones are measured too, so that

@@ -109,7 +109,10 @@ struct LimitsTests {
         var limited = try TestSandbox.shell(script)
         limited.limits.cpu = 0.5
         let quota = try await TestSandbox.run(limited).outcome
-        let free = try await TestSandbox.run(try TestSandbox.shell(script)).outcome
+        // The same with a cgroup (for its CPU time) and no quota.
+        var unlimited = try TestSandbox.shell(script)
+        unlimited.limits.cpuWeight = 100
+        let free = try await TestSandbox.run(unlimited).outcome
         let limitedRatio = try ratio(quota)
         let freeRatio = try ratio(free)
         #expect(limitedRatio > 0.2 && limitedRatio < 0.8, "cpu/wall with a quota of 0.5: \(limitedRatio)")
