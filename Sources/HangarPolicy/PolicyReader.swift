@@ -277,6 +277,10 @@ struct PolicyReader {
         if allowing && SeccompProfile.mustBlock.contains(rule.name) {
             throw t.error(key, "\"\(rule.name)\" is in the must-block set and can never be allowed")
         }
+        if rule.name == "clone3" {
+            throw t.error(
+                key, "clone3 always answers ENOSYS (seccomp cannot read its flags; libc falls back to clone)")
+        }
         return rule
     }
 

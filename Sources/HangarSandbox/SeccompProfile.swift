@@ -226,6 +226,11 @@ public struct SeccompProfile: Sendable, Hashable {
             free(cName)
             if Self.mustBlock.contains(name) {
                 rules.append((name, refuse, []))
+            } else if name == "clone3" {
+                // Its flags live in memory that seccomp cannot read, so the guard could not
+                // refuse namespace flags: ENOSYS, whatever the profile says, and libc falls
+                // back to clone(2), which the guard does check.
+                rules.append((name, hg_seccomp_act_errno(UInt16(ENOSYS)), []))
             } else if let err = errnos[name] {
                 rules.append((name, hg_seccomp_act_errno(UInt16(err)), []))
             } else if allowed.contains(name) {
