@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <string.h>
 #include <linux/loop.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <sys/capability.h>
 #include <sys/ioctl.h>
@@ -124,4 +125,13 @@ int hg_loop_attach(int file_fd, char *path, size_t path_size) {
     }
     close(control);
     return result;
+}
+
+int hg_open_path_no_symlinks(const char *path) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    long fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
 }

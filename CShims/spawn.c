@@ -563,10 +563,11 @@ static int idmapped_filesystem(int userns, const char *type, const char *source,
     return 0;
 }
 
-/// A clone of the host path's mount (not its submounts), idmapped to the user
+/// A clone of the mount at `dirfd`/`path` (not its submounts), idmapped to the user
 /// namespace `userns` and given `attrs`.
-static int idmapped_tree(int userns, const char *path, uint64_t attrs, int *tree_out) {
-    int tree = (int)syscall(__NR_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+static int idmapped_tree(int userns, int dirfd, const char *path, uint64_t attrs, int *tree_out) {
+    int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (path[0] == 0 ? AT_EMPTY_PATH : 0);
+    int tree = (int)syscall(__NR_open_tree, dirfd, path, flags);
     if (tree < 0) return -errno;
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | attrs, .userns_fd = (uint64_t)userns};
     if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
@@ -604,7 +605,8 @@ static void map_ids(void *opaque) {
     int userns = hs.step == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     if (hs.step == 0 && userns < 0) hs = (struct handshake){HG_STEP_IMAGE, errno, -1};
     if (hs.step == 0) {
-        err = idmapped_tree(userns, a->image, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, &trees[0]);
+        err = idmapped_tree(userns, AT_FDCWD, a->image, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                            &trees[0]);
         if (err != 0) hs = (struct handshake){HG_STEP_IMAGE, -err, -1};
         else tree_count = 1;
     }
@@ -614,7 +616,7 @@ static void map_ids(void *opaque) {
         else tree_count++;
     }
     for (size_t i = 0; hs.step == 0 && i < a->host_bind_count && i < HG_MAX_HOST_BINDS; i++) {
-        err = idmapped_tree(userns, a->host_binds[i].source, a->host_binds[i].attrs, &trees[tree_count]);
+        err = idmapped_tree(userns, a->host_binds[i].source_fd, "", a->host_binds[i].attrs, &trees[tree_count]);
         if (err != 0) hs = (struct handshake){HG_STEP_HOST_BIND, -err, (int32_t)i};
         else tree_count++;
     }

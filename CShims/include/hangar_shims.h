@@ -122,7 +122,7 @@ struct hg_mount {
 /// parent clones it (not recursively) and idmaps it to the sandbox's user namespace, so
 /// that host root's files belong to the sandbox's root.
 struct hg_host_bind {
-    const char *source;        // absolute host path
+    int source_fd;             // O_PATH fd of the host path, opened without following symlinks
     uint64_t attrs;            // MOUNT_ATTR_* besides IDMAP (RDONLY, NOSUID, NODEV, ...)
 };
 #define HG_MAX_HOST_BINDS 16
@@ -286,6 +286,9 @@ int hg_set_nice(pid_t pid, int nice);
 int hg_pipe(int fds[2]);
 /// A close-on-exec eventfd (counter 0), non-blocking if asked, or a negative errno.
 int hg_eventfd(int nonblocking);
+/// An O_PATH fd of the absolute `path`, refusing symlinks anywhere on it (openat2
+/// RESOLVE_NO_SYMLINKS), or a negative errno.
+int hg_open_path_no_symlinks(const char *path);
 /// sendmsg of data with fds attached (SCM_RIGHTS), MSG_NOSIGNAL. 0 or a negative errno.
 int hg_send_with_fds(int socket, const void *data, size_t length, const int *fds, size_t fd_count);
 /// The highest capability number of the running kernel.

@@ -283,11 +283,25 @@ public final class SandboxRuntime: Sendable {
                 throw error
             }
         }
+        // Host paths to bind, opened now without following symlinks: a path checked against
+        // the operator's allowed directories cannot be swapped for a symlink before the bind.
+        var hostBindFDs: [Int32] = []
+        defer { hostBindFDs.forEach { close($0) } }
+        for bind in MountPlan.hostBinds(of: spec.mounts) {
+            let fd = hg_open_path_no_symlinks(bind.source)
+            guard fd >= 0 else {
+                resources.release()
+                disk?.release()
+                let hint = -fd == ELOOP ? " (a bind source may not contain symlinks)" : ""
+                throw .system(.setup, "opening the bind source \(bind.source)\(hint)", errno: -fd)
+            }
+            hostBindFDs.append(fd)
+        }
         var result = hg_spawn_result()
         let plan = mountPlan(for: spec)
         let status = withSpawnArguments(
             spec: spec, initArguments: ["hangar-init"] + initArguments, mounts: plan, programs: programs, ids: ids,
-            cgroup: group, netns: netns, stagingDevice: disk?.device, background: prepared
+            cgroup: group, netns: netns, stagingDevice: disk?.device, hostBindFDs: hostBindFDs, background: prepared
         ) {
             hg_spawn($0, &result)
         }
@@ -390,7 +404,8 @@ public final class SandboxRuntime: Sendable {
     /// Lays the spawn arguments out in C memory that lives until `body` returns.
     private func withSpawnArguments(
         spec: SandboxSpec, initArguments: [String], mounts: CMountPlan, programs: [[UInt8]], ids: IDRange,
-        cgroup: (any SandboxCgroup)?, netns: Int32, stagingDevice: String?, background: Bool, _ body: (UnsafePointer<hg_spawn_args>) -> Int32
+        cgroup: (any SandboxCgroup)?, netns: Int32, stagingDevice: String?, hostBindFDs: [Int32], background: Bool,
+        _ body: (UnsafePointer<hg_spawn_args>) -> Int32
     ) -> Int32 {
         let arena = CArena()
         defer { arena.release() }
@@ -438,7 +453,9 @@ public final class SandboxRuntime: Sendable {
         let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
         args.netns_fd = netns
-        let binds = MountPlan.hostBinds(of: spec.mounts).map { hg_host_bind(source: arena.string($0.source), attrs: $0.attributes) }
+        let binds = zip(MountPlan.hostBinds(of: spec.mounts), hostBindFDs).map {
+            hg_host_bind(source_fd: $1, attrs: $0.attributes)
+        }
         args.host_binds = UnsafePointer(arena.array(binds))
         args.host_bind_count = binds.count
         let rlimits = spec.rlimits.map { hg_rlimit(resource: $0.resource.rawValue, value: $0.value) }

@@ -24,6 +24,19 @@ struct BadInputTests {
         }
     }
 
+    @Test("a bind source with a symlink on its path is refused (it could have been swapped after the check)")
+    func bindThroughSymlink() async throws {
+        let link = "/tmp/hangar-bind-link-\(UInt32.random(in: 0...UInt32.max))"
+        try #require(symlink("/etc", link) == 0)
+        defer { unlink(link) }
+        var spec = try TestSandbox.shell("true")
+        spec.mounts = [.bind(source: link, target: "/host", readOnly: true)]
+        let error = await spawnError(spec)
+        #expect(error?.errno == ELOOP)
+        #expect(error?.message.contains("a bind source may not contain symlinks") == true, "\(error?.message ?? "")")
+        await expectHostClean()
+    }
+
     @Test("a missing image is refused, naming it")
     func missingImage() async throws {
         #expect(throws: SandboxError.self) { try TestSandbox.images.image(try ImageName("no-such-image")) }
