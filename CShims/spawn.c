@@ -540,6 +540,53 @@ static int write_proc_file(pid_t pid, const char *name, const char *text) {
 
 /// The image as a detached, read-only mount whose owners are mapped through the
 /// child's user namespace: files owned by host root appear owned by root inside.
+/// The child of userns_with_map: waits until its parent has what it needs, then exits.
+static int hold_userns(void *pipe_read) {
+    char byte;
+    HG_SYS3(__NR_read, (long)(intptr_t)pipe_read, &byte, 1);
+    return 0;
+}
+
+/// A user namespace whose uid and gid maps are `map` ("INSIDE OUTSIDE COUNT"), for idmapped
+/// mounts only: a short-lived child (sharing our memory, on a stack of its own) creates it,
+/// we write its maps and keep an fd of it. Returns the fd or a negative errno.
+static int userns_with_map(const char *map) {
+    static char stack[16 * 1024] __attribute__((aligned(16)));
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+    struct clone_args ca;
+    memset(&ca, 0, sizeof ca);
+    ca.flags = CLONE_VM | CLONE_NEWUSER;
+    ca.exit_signal = SIGCHLD;
+    ca.stack = (uint64_t)(uintptr_t)stack;
+    ca.stack_size = sizeof stack;
+    long pid = hg_clone3_vm(&ca, sizeof ca, hold_userns, (void *)(intptr_t)fds[0]);
+    int result = pid < 0 ? (int)pid : 0;
+    if (result == 0) {
+        result = write_proc_file((pid_t)pid, "setgroups", "deny");
+        if (result == 0) result = write_proc_file((pid_t)pid, "uid_map", map);
+        if (result == 0) result = write_proc_file((pid_t)pid, "gid_map", map);
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%ld/ns/user", pid);
+        if (result == 0) {
+            result = open(path, O_RDONLY | O_CLOEXEC);
+            if (result < 0) result = -errno;
+        }
+    }
+    // The child has its own copy of the fd table, our write end included: a byte, not EOF.
+    if (pid > 0) {
+        while (write(fds[1], "x", 1) < 0 && errno == EINTR) {
+        }
+    }
+    close(fds[1]);
+    if (pid > 0) {
+        while (waitpid((pid_t)pid, NULL, __WALL) < 0 && errno == EINTR) {
+        }
+    }
+    close(fds[0]);
+    return result;
+}
+
 /// A new mount of the block device `source` (a file system of `type`), nosuid and
 /// nodev, idmapped to the user namespace `userns`: host root's files are the sandbox's.
 static int idmapped_filesystem(int userns, const char *type, const char *source, int *tree_out) {
@@ -615,11 +662,21 @@ static void map_ids(void *opaque) {
         if (err != 0) hs = (struct handshake){HG_STEP_STAGING, -err, -1};
         else tree_count++;
     }
+    int owner_userns = -1;
     for (size_t i = 0; hs.step == 0 && i < a->host_bind_count && i < HG_MAX_HOST_BINDS; i++) {
-        err = idmapped_tree(userns, a->host_binds[i].source_fd, "", a->host_binds[i].attrs, &trees[tree_count]);
+        if (a->host_binds[i].owned && owner_userns < 0) {
+            owner_userns = userns_with_map(a->bind_owner_map);
+            if (owner_userns < 0) {
+                hs = (struct handshake){HG_STEP_HOST_BIND, -owner_userns, (int32_t)i};
+                break;
+            }
+        }
+        err = idmapped_tree(a->host_binds[i].owned ? owner_userns : userns, a->host_binds[i].source_fd, "",
+                            a->host_binds[i].attrs, &trees[tree_count]);
         if (err != 0) hs = (struct handshake){HG_STEP_HOST_BIND, -err, (int32_t)i};
         else tree_count++;
     }
+    if (owner_userns >= 0) close(owner_userns);
     if (userns >= 0) close(userns);
 
     struct iovec iov = {.iov_base = &hs, .iov_len = sizeof hs};

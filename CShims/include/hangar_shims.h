@@ -124,6 +124,10 @@ struct hg_mount {
 struct hg_host_bind {
     int source_fd;             // O_PATH fd of the host path, opened without following symlinks
     uint64_t attrs;            // MOUNT_ATTR_* besides IDMAP (RDONLY, NOSUID, NODEV, ...)
+    int owned;                 // 1: idmapped with hg_spawn_args.bind_owner_map (read-write
+                               // binds: what the sandbox writes is owned on disk by an
+                               // unprivileged uid, never host root); 0: with the sandbox's own
+                               // user namespace (host root's files are the sandbox root's)
 };
 #define HG_MAX_HOST_BINDS 16
 
@@ -193,6 +197,8 @@ struct hg_spawn_args {
     int netns_fd;               // the sandbox's network namespace, from hg_netns_create
     const struct hg_host_bind *host_binds;  // at most HG_MAX_HOST_BINDS
     size_t host_bind_count;
+    const char *bind_owner_map; // "OWNER HOSTBASE COUNT\n": on-disk OWNER+k is sandbox uid k in
+                                // owned binds (uids and gids alike)
     const struct hg_rlimit *rlimits;
     size_t rlimit_count;
     uint32_t umask;

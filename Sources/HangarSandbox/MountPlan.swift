@@ -80,11 +80,12 @@ enum MountPlan {
         return steps
     }
 
-    /// The host paths of `extra`'s binds, with their mount attributes.
-    static func hostBinds(of extra: [SandboxMount]) -> [(source: String, attributes: UInt64)] {
+    /// The host paths of `extra`'s binds, with their mount attributes; read-write binds are
+    /// `owned` (what the sandbox writes there is owned on disk by the bind owner's uids).
+    static func hostBinds(of extra: [SandboxMount]) -> [(source: String, attributes: UInt64, owned: Bool)] {
         extra.compactMap { mount in
             guard case .bind(let source, _, let readOnly) = mount else { return nil }
-            return (source, mountNoSUID | mountNoDev | (readOnly ? mountReadOnly : 0))
+            return (source, mountNoSUID | mountNoDev | (readOnly ? mountReadOnly : 0), !readOnly)
         }
     }
 

@@ -19,6 +19,11 @@ public struct SandboxRuntimeConfiguration: Sendable {
     public var cgroupRoot: String?
     /// The cgroup driver: v2 where it has the memory controller, else v1 (`auto`).
     public var cgroupDriver: CgroupDriverChoice = .auto
+    /// On-disk owner of what sandboxes write into read-write binds (data directories): uid
+    /// and gid `bindOwner + k` on disk is uid k inside. An unprivileged range, so that
+    /// nothing a sandbox writes is owned by host root (a setuid file there would be one).
+    /// Read-write bind sources must be owned by it to be writable inside.
+    public var bindOwner: UInt32 = 100_000
     /// Where upper layers on disk (`upper = .disk`) are created; their files are unlinked
     /// at once (a loop device holds them), so nothing stays here.
     public var diskDirectory: String = "/var/lib/hangar/uppers"
@@ -454,9 +459,10 @@ public final class SandboxRuntime: Sendable {
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
         args.netns_fd = netns
         let binds = zip(MountPlan.hostBinds(of: spec.mounts), hostBindFDs).map {
-            hg_host_bind(source_fd: $1, attrs: $0.attributes)
+            hg_host_bind(source_fd: $1, attrs: $0.attributes, owned: $0.owned ? 1 : 0)
         }
         args.host_binds = UnsafePointer(arena.array(binds))
+        args.bind_owner_map = arena.string("\(configuration.bindOwner) \(ids.hostBase) \(ids.count)\n")
         args.host_bind_count = binds.count
         let rlimits = spec.rlimits.map { hg_rlimit(resource: $0.resource.rawValue, value: $0.value) }
         args.rlimits = UnsafePointer(arena.array(rlimits))

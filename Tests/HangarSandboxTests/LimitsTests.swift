@@ -221,14 +221,19 @@ struct LimitsTests {
         await expectHostClean()
     }
 
-    @Test("umask, a kept capability and a read-write host bind owned by the sandbox's root")
+    @Test("umask, a kept capability, and a read-write bind whose files belong to the bind owner on disk")
     func identityAndBinds() async throws {
         var template = Array("/tmp/hangar-bind-XXXXXX".utf8CString)
         let directory = String(cString: try #require(mkdtemp(&template)))
-        defer { rmdir(directory) }
+        defer {
+            unlink(directory + "/made")
+            rmdir(directory)
+        }
+        // Read-write bind sources belong to the bind owner (100000 + k on disk is uid k inside).
+        try #require(chown(directory, 101_000, 101_000) == 0)  // uid 1000 inside
         var spec = try TestSandbox.shell(
             """
-            umask; touch /data/made && stat -c '%u %a' /data/made; rm /data/made
+            umask; touch /data/made && stat -c '%u %a' /data/made
             grep -E '^Cap(Eff|Amb):' /proc/self/status | tr -s '\\t' ' '
             (echo x > /etc-ro/hostname) 2>&1 | grep -o 'Read-only file system'
             """)
@@ -240,8 +245,10 @@ struct LimitsTests {
             .bind(source: directory, target: "/data", readOnly: false),
             .bind(source: "/etc", target: "/etc-ro", readOnly: true),
         ]
-        chmod(directory, 0o777)
         let result = try await TestSandbox.run(spec)
+        var st = stat()
+        #expect(stat(directory + "/made", &st) == 0)
+        #expect(st.st_uid == 101_000 && st.st_gid == 101_000, "on disk: \(st.st_uid):\(st.st_gid), never host root")
         let capability = String(1 << 10, radix: 16).leftPadded(to: 16)
         #expect(
             result.stdout == "0027\n1000 640\nCapEff: \(capability)\nCapAmb: \(capability)\nRead-only file system\n",
