@@ -8,8 +8,8 @@ import HangarSandbox
 /// packet sockets, TIOCSTI) applies, unknown system call numbers get ENOSYS, and other
 /// architectures are killed.
 ///
-/// Accepted: `defaultAction` SCMP_ACT_ERRNO (an allow-list; a profile that allows by
-/// default is refused), entries with SCMP_ACT_ALLOW, SCMP_ACT_LOG (allowed) or
+/// Accepted: `defaultAction` SCMP_ACT_ERRNO (an allow-list; any other default action is
+/// refused), entries with SCMP_ACT_ALLOW, SCMP_ACT_LOG (allowed) or
 /// SCMP_ACT_ERRNO, argument conditions with SCMP_CMP_EQ and SCMP_CMP_MASKED_EQ (at most
 /// two per entry). Entries conditioned on capabilities (`includes.caps`) are skipped,
 /// since a sandbox keeps none of the capabilities they name; entries for other
@@ -118,6 +118,7 @@ enum OCISeccompProfile {
                 case "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP":
                     // Refused like every call not allowed.
                     profile.allowed.remove(name)
+                    profile.conditionalAllows.removeAll { $0.syscall == name }
                 default:
                     throw Invalid(description: "\(place): action \(entry.action) is not supported")
                 }

@@ -39,6 +39,11 @@ extension Policy {
         var result = self
         for field in Limits.fields {
             guard let wanted = field.value(request) else { continue }
+            if wanted < field.minimum {
+                throw PolicyError(
+                    file: requester, key: "limits.\(field.key)",
+                    reason: "\(field.format(wanted)) is below the smallest value, \(field.format(field.minimum))")
+            }
             if let ceiling = field.value(maxima) ?? field.value(limits), wanted > ceiling {
                 let which = field.value(maxima) != nil ? "limits.max.\(field.key)" : "limits.\(field.key)"
                 throw PolicyError(
@@ -46,6 +51,13 @@ extension Policy {
                     reason: "\(field.format(wanted)) is above the policy's maximum \(field.format(ceiling)) (\(which) in \(sources[which] ?? files.last ?? "the built-in defaults"))")
             }
             field.set(&result.limits, wanted)
+        }
+        // A lower memory_max takes memory_high down with it, keeping the policy's proportion
+        // (unless the request set memory_high itself).
+        if request.memoryHigh == nil, request.memoryMax != nil, let high = limits.memoryHigh, let max = limits.memoryMax,
+            let newMax = result.limits.memoryMax, newMax < max
+        {
+            result.limits.memoryHigh = ByteSize(bytes: UInt64(Double(newMax.bytes) * Double(high.bytes) / Double(max.bytes)))
         }
         if let high = result.limits.memoryHigh, let max = result.limits.memoryMax, high > max {
             throw PolicyError(
@@ -183,33 +195,36 @@ extension Policy.Limits {
     /// One limit, generically: its key, how to read, write and print it.
     struct Field {
         let key: String
+        /// The smallest value a policy or a request may give it.
+        let minimum: Double
         let value: (Policy.Limits) -> Double?
         let set: (inout Policy.Limits, Double) -> Void
         let format: (Double) -> String
     }
 
     static var fields: [Field] {[
-        size("memory_max", \.memoryMax), size("memory_high", \.memoryHigh), size("swap_max", \.swapMax),
-        count("pids_max", \.pidsMax), cores("cpu", \.cpu), count("cpu_weight", \.cpuWeight),
-        size("upper_size", \.upperSize), count("upper_inodes", \.upperInodes), size("shm_size", \.shmSize),
-        seconds("wall_timeout", \.wallTimeout),
+        size("memory_max", \.memoryMax, 4_194_304), size("memory_high", \.memoryHigh, 4_194_304),
+        size("swap_max", \.swapMax, 0), count("pids_max", \.pidsMax, 1), cores("cpu", \.cpu, 0.01),
+        count("cpu_weight", \.cpuWeight, 1), size("upper_size", \.upperSize, 1_048_576),
+        count("upper_inodes", \.upperInodes, 64), size("shm_size", \.shmSize, 65_536),
+        seconds("wall_timeout", \.wallTimeout, 1),
     ]}
 
-    private static func size(_ key: String, _ path: WritableKeyPath<Policy.Limits, ByteSize?>) -> Field {
+    private static func size(_ key: String, _ path: WritableKeyPath<Policy.Limits, ByteSize?>, _ minimum: Double) -> Field {
         Field(
-            key: key, value: { $0[keyPath: path].map { Double($0.bytes) } },
+            key: key, minimum: minimum, value: { $0[keyPath: path].map { Double($0.bytes) } },
             set: { $0[keyPath: path] = ByteSize(bytes: UInt64($1)) }, format: { "\(ByteSize(bytes: UInt64($0)))" })
     }
 
-    private static func count(_ key: String, _ path: WritableKeyPath<Policy.Limits, Int?>) -> Field {
-        Field(key: key, value: { $0[keyPath: path].map(Double.init) }, set: { $0[keyPath: path] = Int($1) }, format: { "\(Int($0))" })
+    private static func count(_ key: String, _ path: WritableKeyPath<Policy.Limits, Int?>, _ minimum: Double) -> Field {
+        Field(key: key, minimum: minimum, value: { $0[keyPath: path].map(Double.init) }, set: { $0[keyPath: path] = Int($1) }, format: { "\(Int($0))" })
     }
 
-    private static func seconds(_ key: String, _ path: WritableKeyPath<Policy.Limits, Int?>) -> Field {
-        Field(key: key, value: { $0[keyPath: path].map(Double.init) }, set: { $0[keyPath: path] = Int($1) }, format: { "\(Int($0))s" })
+    private static func seconds(_ key: String, _ path: WritableKeyPath<Policy.Limits, Int?>, _ minimum: Double) -> Field {
+        Field(key: key, minimum: minimum, value: { $0[keyPath: path].map(Double.init) }, set: { $0[keyPath: path] = Int($1) }, format: { "\(Int($0))s" })
     }
 
-    private static func cores(_ key: String, _ path: WritableKeyPath<Policy.Limits, Double?>) -> Field {
-        Field(key: key, value: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 }, format: { "\($0)" })
+    private static func cores(_ key: String, _ path: WritableKeyPath<Policy.Limits, Double?>, _ minimum: Double) -> Field {
+        Field(key: key, minimum: minimum, value: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 }, format: { "\($0)" })
     }
 }

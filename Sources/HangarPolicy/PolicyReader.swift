@@ -1,3 +1,4 @@
+import Glibc
 import HangarCore
 import HangarSandbox
 import TOMLKit
@@ -194,7 +195,12 @@ struct PolicyReader {
                 guard base.hasSuffix(".json") else {
                     throw t.error("base", "expected \"default\" or the path of an OCI seccomp profile (.json), got \"\(base)\"")
                 }
-                let path = base.hasPrefix("/") ? base : directory + "/" + base
+                let relative = base.hasPrefix("/") ? base : directory + "/" + base
+                // Absolute, so that the profile does not depend on the current directory.
+                let path = realpath(relative, nil).map { resolved in
+                    defer { free(resolved) }
+                    return String(cString: resolved)
+                } ?? relative
                 // Read now, so that a bad profile is this key's error.
                 do {
                     _ = try OCISeccompProfile.load(path: path)

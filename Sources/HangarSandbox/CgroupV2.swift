@@ -53,7 +53,8 @@ final class CgroupV2Driver: CgroupDriver {
         // A process that moved itself into `<own>/supervisor` (an earlier runtime of it) keeps
         // `<own>` as its base.
         let ownBase = own.hasSuffix("/supervisor") ? String(own.dropLast("/supervisor".count)) : own
-        let base = root.map { $0.hasPrefix("/") ? $0 : mount + "/" + $0 } ?? mount + (ownBase == "/" ? "" : ownBase)
+        // A configured root is relative to the cgroup2 mount, as on v1.
+        let base = root.map { mount + ($0.hasPrefix("/") ? $0 : "/" + $0) } ?? mount + (ownBase == "/" ? "" : ownBase)
         let available = Set(words(readText(base + "/cgroup.controllers")))
         let controllers = Set(wanted).intersection(available)
         guard controllers.contains("memory") || controllers.contains("pids") else {
@@ -100,7 +101,7 @@ final class CgroupV2Driver: CgroupDriver {
         let path = parent + "/" + runtime + "/" + name
         guard mkdir(path, 0o755) == 0 else { throw .system(.host, "creating cgroup \(path)", errno: errno) }
         let group = CgroupV2Group(path: path)
-        for (file, value) in Self.settings(limits, controllers: controllers) {
+        for (file, value) in Self.settings(limits, controllers: controllers, path: path) {
             if let err = writeText(path + "/" + file, value) {
                 group.destroy()
                 throw .system(.host, "setting \(path)/\(file) to \(value)", errno: err)
@@ -116,12 +117,13 @@ final class CgroupV2Driver: CgroupDriver {
         return group
     }
 
-    static func settings(_ limits: ResourceLimits, controllers: Set<String>) -> [(String, String)] {
+    static func settings(_ limits: ResourceLimits, controllers: Set<String>, path: String) -> [(String, String)] {
         var settings: [(String, String)] = []
         if controllers.contains("memory") {
             if let max = limits.memoryMax { settings.append(("memory.max", "\(max.bytes)")) }
             if let high = limits.memoryHigh { settings.append(("memory.high", "\(high.bytes)")) }
-            if let swap = limits.swapMax, access("/proc/swaps", F_OK) == 0 {
+            // memory.swap.max exists only with swap accounting; without it swap is not limited.
+            if let swap = limits.swapMax, access(path + "/memory.swap.max", F_OK) == 0 {
                 settings.append(("memory.swap.max", "\(swap.bytes)"))
             }
             settings.append(("memory.oom.group", "1"))

@@ -161,7 +161,7 @@ public struct Outcome: Sendable, Equatable, CustomStringConvertible {
         self.init(status: .exited(125), reason: .setupFailed(step: error.step, errno: error.errno), wallTime: .zero)
     }
 
-    /// "exited with code 0", "oom: killed by signal 9, peak 128m, cpu 0.52 s, wall 1.20 s"
+    /// "exited with code 0, wall 0.10 s", "oom: killed by signal 9, peak memory 128m, cpu 0.52 s, wall 1.20 s"
     public var description: String {
         var parts = [reason == .exited ? "\(status)" : "\(reason): \(status)"]
         if let peakMemory { parts.append("peak memory \(peakMemory)") }

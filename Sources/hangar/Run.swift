@@ -47,7 +47,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Size limit of the writable layer.", valueName: "size"))
     var upperSize: String?
 
-    @Flag(name: .long, help: "Mount the image read-only (no writable layer).")
+    @Flag(name: .long, help: "Make the root read-only (writes only to /dev/shm and the policy's read-write mounts).")
     var readOnly = false
 
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after -- (default: the policy's).")
@@ -63,7 +63,7 @@ struct Run: AsyncParsableCommand {
         var policy: Policy
         if let imagePath {
             image = try Image(resolving: imagePath)
-            policy = try self.policy.map { try loader.load(path: $0) } ?? Policy(name: "default")
+            policy = try self.policy.map { try loader.load(path: $0) } ?? loader.policy(forImage: try ImageName("default"))
         } else {
             let name = try ImageName(self.image)
             image = try ImageStore.fromEnvironment().image(name)

@@ -123,6 +123,22 @@ struct PolicyTests {
         morePids.pidsMax = 65
         let noMaximum = #expect(throws: PolicyError.self) { try policy.applying(request: morePids) }
         #expect(noMaximum?.reason.contains("above the policy's maximum 64 (limits.pids_max") == true)
+
+        var tiny = Policy.Limits.unset
+        tiny.memoryMax = ByteSize(bytes: 1024)
+        let tooSmall = #expect(throws: PolicyError.self) { try policy.applying(request: tiny) }
+        #expect(tooSmall?.description == "request: limits.memory_max: 1k is below the smallest value, 4m")
+    }
+
+    @Test("a request that lowers memory_max takes memory_high down in proportion")
+    func memoryHighFollows() throws {
+        let python = try PolicyLoader(directory: TestSandbox.repositoryRoot + "/policies")
+            .policy(forImage: try ImageName("python"))
+        var request = Policy.Limits.unset
+        request.memoryMax = .mebibytes(512)
+        let applied = try python.applying(request: request)
+        #expect(applied.limits.memoryMax == .mebibytes(512))
+        #expect(applied.limits.memoryHigh == .mebibytes(384), "768m of 1g is three quarters")
     }
 
     @Test("the spec: command, environment, limits, mounts within the operator's bind sources, seccomp additions")
