@@ -75,10 +75,21 @@ struct KeyLines {
     /// The '=' of `key = value`, outside quotes; nil for a line that is not an assignment.
     private static func assignment(in line: Substring) -> Substring.Index? {
         guard let first = line.first, first != "#" else { return nil }
+        var found: Substring.Index?
+        forEachUnquoted(line) { index, c in
+            if c == "=" { found = index }
+            return found == nil
+        }
+        return found
+    }
+
+    /// Calls `body` with each character outside strings, in order, until it returns false.
+    /// A backslash escapes the next character in a basic ("...") string only.
+    private static func forEachUnquoted(_ text: Substring, _ body: (Substring.Index, Character) -> Bool) {
         var quote: Character? = nil
         var escaped = false
-        for index in line.indices {
-            let c = line[index]
+        for index in text.indices {
+            let c = text[index]
             if let open = quote {
                 if escaped {
                     escaped = false
@@ -89,11 +100,10 @@ struct KeyLines {
                 }
             } else if c == "\"" || c == "'" {
                 quote = c
-            } else if c == "=" {
-                return index
+            } else if !body(index, c) {
+                return
             }
         }
-        return nil
     }
 
     /// `a."b.c".d` → ["a", "b.c", "d"]
@@ -120,27 +130,10 @@ struct KeyLines {
     /// Opened minus closed brackets and braces outside strings and comments.
     private static func nesting(in text: Substring) -> Int {
         var level = 0
-        var quote: Character? = nil
-        var escaped = false
-        for c in text {
-            if let open = quote {
-                // A backslash escapes the next character in a basic ("...") string only.
-                if escaped {
-                    escaped = false
-                } else if c == "\\" && open == "\"" {
-                    escaped = true
-                } else if c == open {
-                    quote = nil
-                }
-            } else if c == "\"" || c == "'" {
-                quote = c
-            } else if c == "#" {
-                break
-            } else if c == "[" || c == "{" {
-                level += 1
-            } else if c == "]" || c == "}" {
-                level -= 1
-            }
+        forEachUnquoted(text) { _, c in
+            if c == "[" || c == "{" { level += 1 }
+            if c == "]" || c == "}" { level -= 1 }
+            return c != "#"
         }
         return level
     }

@@ -138,20 +138,7 @@ func keyedValue(_ text: String?, _ key: String) -> UInt64? {
     return nil
 }
 
-func readText(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 16384)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        bytes += buffer.prefix(n)
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
+func readText(_ path: String) -> String? { readTextFile(path) }
 
 /// Writes `text` to an existing file; returns the errno on failure.
 func writeText(_ path: String, _ text: String) -> Int32? {

@@ -1,4 +1,5 @@
 import Glibc
+import HangarSandbox
 
 /// What a sandbox may leave on the host: mounts, cgroups, entries in the spawning
 /// thread's root mount point, processes with sandbox uids. Taken before and after a
@@ -104,17 +105,4 @@ public func entries(of path: String) -> [String] {
 }
 
 /// A whole file as text, or nil.
-public func readFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(fd, &buffer, buffer.count)
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        bytes += buffer.prefix(n)
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
+public func readFile(_ path: String) -> String? { readTextFile(path) }

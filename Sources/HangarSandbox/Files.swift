@@ -1,0 +1,29 @@
+import Glibc
+
+/// Why a file could not be read, for a message ("cannot open: No such file or directory").
+public struct FileReadError: Error, CustomStringConvertible, Sendable {
+    public var errno: Int32
+    public var description: String
+}
+
+/// The whole file at `path`, refused past `limit` bytes.
+public func readWholeFile(_ path: String, limit: Int = 16 << 20) throws(FileReadError) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw FileReadError(errno: errno, description: "cannot open: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 && errno == EINTR { continue }
+        if n < 0 { throw FileReadError(errno: errno, description: "cannot read: \(String(cString: strerror(errno)))") }
+        if n == 0 { return bytes }
+        bytes += buffer.prefix(n)
+        if bytes.count > limit { throw FileReadError(errno: EFBIG, description: "larger than \(limit >> 10) KiB") }
+    }
+}
+
+/// A whole (small) file as text, or nil when it cannot be read.
+public func readTextFile(_ path: String) -> String? {
+    (try? readWholeFile(path)).map { String(decoding: $0, as: UTF8.self) }
+}
