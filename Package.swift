@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "hangar", targets: ["hangar"]),
         .executable(name: "hangar-init", targets: ["hangar-init"]),
+        .executable(name: "hangar-attack", targets: ["hangar-attack"]),
         .library(name: "HangarSandbox", targets: ["HangarSandbox"]),
     ],
     dependencies: [
@@ -37,6 +38,13 @@ let package = Package(
             ],
             linkerSettings: [.unsafeFlags(["-static-executable", "-Xclang-linker", "-nostdlib"])]
         ),
+        // Hostile code for the isolation suite; refuses to run unless confined (Attacks/).
+        .executableTarget(
+            name: "hangar-attack",
+            path: "Attacks",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-Wno-unused-result"])],
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
         .target(name: "HangarCore", swiftSettings: strictness),
         .target(
             name: "HangarSandbox",
@@ -51,10 +59,15 @@ let package = Package(
             dependencies: ["HangarCore", "HangarSandbox", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strictness
         ),
+        .target(
+            name: "HangarDoctor",
+            dependencies: ["CShims", "HangarCore", "HangarSandbox", "HangarPolicy"],
+            swiftSettings: strictness
+        ),
         .executableTarget(
             name: "hangar",
             dependencies: [
-                "HangarCore", "HangarSandbox", "HangarPolicy",
+                "HangarCore", "HangarSandbox", "HangarPolicy", "HangarDoctor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,6 +95,14 @@ let package = Package(
         .testTarget(
             name: "HangarCLITests",
             dependencies: ["HangarSandbox", "HangarTestSupport", .target(name: "hangar")],
+            swiftSettings: strictness
+        ),
+        .testTarget(
+            name: "HangarDoctorTests",
+            dependencies: [
+                "HangarDoctor", "HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport",
+                .target(name: "hangar-attack"),
+            ],
             swiftSettings: strictness
         ),
         .testTarget(

@@ -17,6 +17,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -134,4 +135,25 @@ int hg_open_path_no_symlinks(const char *path) {
     how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
     long fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
     return fd < 0 ? -errno : (int)fd;
+}
+
+int hg_setxattr(const char *path, const char *name, const void *value, size_t size) {
+    return setxattr(path, name, value, size, 0) < 0 ? -errno : 0;
+}
+
+int hg_probe_landlock(void) {
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, 1 /* LANDLOCK_CREATE_RULESET_VERSION */);
+    return abi < 0 ? -errno : (int)abi;
+}
+
+int hg_probe_clone3(void) {
+    // NULL arguments: EFAULT/EINVAL where clone3 exists, ENOSYS where it does not.
+    return syscall(SYS_clone3, NULL, 0) < 0 && errno == ENOSYS ? -ENOSYS : 0;
+}
+
+int hg_probe_pidfd(void) {
+    long fd = syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0) return -errno;
+    close((int)fd);
+    return 0;
 }

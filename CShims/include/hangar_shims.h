@@ -286,6 +286,13 @@ int hg_sealed_exec_copy(const char *path, const char *name);
 /// once its last opener and mount are gone). Returns an open fd of the device (close-on-
 /// exec) and writes "/dev/loopN" into path, or a negative errno.
 int hg_loop_attach(int file_fd, char *path, size_t path_size);
+/// Host probes for `hangar doctor`: the Landlock ABI version (or a negative errno), and 0
+/// when clone3 and pidfd_open exist (or a negative errno).
+int hg_probe_landlock(void);
+int hg_probe_clone3(void);
+int hg_probe_pidfd(void);
+/// setxattr(path, name, value, size, 0). 0 or a negative errno.
+int hg_setxattr(const char *path, const char *name, const void *value, size_t size);
 /// setpriority(PRIO_PROCESS, pid, nice). 0 or a negative errno.
 int hg_set_nice(pid_t pid, int nice);
 /// pipe2(O_CLOEXEC). 0 or a negative errno.

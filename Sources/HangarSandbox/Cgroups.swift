@@ -148,3 +148,24 @@ func writeText(_ path: String, _ text: String) -> Int32? {
     let n = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
     return n < 0 ? errno : nil
 }
+
+/// What cgroups this host offers a runtime (for `hangar doctor`).
+public struct CgroupSupport: Sendable {
+    /// "v2", "v1", or nil when neither has a memory or pids controller for this process.
+    public let version: String?
+    /// The controllers sandboxes could use.
+    public let controllers: [String]
+
+    /// Looks without changing anything.
+    public static func probe() -> CgroupSupport {
+        if CgroupV2Driver.unifiedHasMemory(), let (mount, own) = CgroupV2Driver.unified() {
+            let available = words(readText(mount + (own == "/" ? "" : own) + "/cgroup.controllers"))
+            return CgroupSupport(version: "v2", controllers: CgroupV2Driver.wanted.filter(available.contains))
+        }
+        if let v1 = CgroupV1Driver.discover(parentName: "hangar", root: nil, runtime: "probe") {
+            return CgroupSupport(
+                version: "v1", controllers: v1.hierarchies.reduce(into: Set<String>()) { $0.formUnion($1.controllers) }.sorted())
+        }
+        return CgroupSupport(version: nil, controllers: [])
+    }
+}

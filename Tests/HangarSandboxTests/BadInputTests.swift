@@ -130,6 +130,29 @@ struct BadInputTests {
     }
 }
 
+extension BadInputTests {
+    @Test(
+        "symlinks in the image at /dev/null, /etc/hosts and /tmp resolve inside the sandbox, never to the host",
+        arguments: [("dev/null", "/tmp/hangar-host-secret"), ("etc/hosts", "/tmp/hangar-host-secret"), ("tmp", "/tmp")])
+    func symlinksResolveInside(path: String, target: String) async throws {
+        let secret = "/tmp/hangar-host-secret"
+        let fd = open(secret, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        _ = write(fd, "host secret\n", 12)
+        close(fd)
+        defer { unlink(secret) }
+        let root = try SymlinkImage(replacing: path, with: target)
+        defer { root.remove() }
+        let script = "cat /\(path) 2>&1; cat /\(path)/hangar-host-secret 2>&1; echo end"
+        var spec = SandboxSpec(image: try Image(root: root.path), command: ["/bin/busybox", "sh", "-c", script])
+        spec.stdio = (0, 1, 2)
+        let result = try await TestSandbox.run(spec)
+        #expect(!result.stdout.contains("host secret"), "\(result.stdout)")
+        #expect(result.stdout.hasSuffix("end\n"))
+        #expect(try TreeDigest(root: root.path) == root.digest, "the image is unchanged")
+        await expectHostClean()
+    }
+}
+
 /// A small image (busybox and a few dirs) in which one mount point is a symlink.
 struct SymlinkImage {
     let path: String
@@ -143,7 +166,7 @@ struct SymlinkImage {
         let busybox = try TestSandbox.image("busybox").root + "/bin/busybox"
         try copyFile(busybox, to: path + "/bin/busybox")
         symlink("busybox", path + "/bin/true")
-        if mountPoint == "dev" { rmdir(path + "/dev") }
+        if mountPoint == "dev" || mountPoint == "tmp" { rmdir(path + "/" + mountPoint) }
         guard symlink(target, path + "/" + mountPoint) == 0 else {
             throw TestFailure("symlink \(mountPoint): errno \(errno)")
         }
@@ -151,7 +174,7 @@ struct SymlinkImage {
     }
 
     func remove() {
-        for entry in ["bin/busybox", "bin/true", "bin", "etc", "tmp", "dev/shm", "dev/pts", "dev", "proc"] {
+        for entry in ["bin/busybox", "bin/true", "bin", "etc/hosts", "etc", "tmp", "dev/null", "dev/shm", "dev/pts", "dev", "proc"] {
             if unlink(path + "/" + entry) != 0 { rmdir(path + "/" + entry) }
         }
         rmdir(path)
