@@ -19,6 +19,9 @@ say "hangar run -- mount -t tmpfs none /mnt   # refused by seccomp"
 say "hangar run --memory 16m -- sh -c 'x=\$(head -c 100000000 /dev/zero | tr \"\\0\" a)'   # ends as oom"
 "$hangar" run --memory 16m -- sh -c 'x=$(head -c 100000000 /dev/zero | tr "\0" a)' || echo "(exit status $?)"
 
+say "hangar doctor"
+"$hangar" doctor || true
+
 say "hangar policy show python"
 "$hangar" policy show python | sed -n '1,12p'
 echo "  …"
@@ -29,5 +32,6 @@ Try it yourself:
   $hangar run -- sh                     # a shell in a fresh busybox sandbox
   $hangar run --image python            # a Python REPL: the python policy's own command
   $hangar policy check policies/python.toml
+  $hangar doctor --attack               # the isolation attack suite on this host
   $hangar bench spawn                   # spawn latency against bwrap and posix_spawn
 MSG
