@@ -638,7 +638,11 @@ static int socket_attack(const char *what, int family, int type, int protocol) {
 }
 
 static int raw_socket(void) { return socket_attack("raw IPv4", AF_INET, SOCK_RAW, IPPROTO_RAW); }
-static int packet_socket(void) { return socket_attack("packet", AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)); }
+static int packet_socket(void) {
+    if (socket_attack("packet", AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)) != 0) return 1;
+    // The obsolete form: AF_INET with SOCK_PACKET becomes a packet socket.
+    return socket_attack("AF_INET SOCK_PACKET", AF_INET, 10 /* SOCK_PACKET */, htons(ETH_P_ALL));
+}
 static int vsock_socket(void) { return socket_attack("vsock", 40 /* AF_VSOCK */, SOCK_STREAM, 0); }
 static int alg_socket(void) { return socket_attack("alg", 38 /* AF_ALG */, SOCK_SEQPACKET, 0); }
 
@@ -702,6 +706,12 @@ static int kill_supervisor(void) {
     return contained("init ignores SIGKILL from inside; the supervisor has no pid here");
 }
 
+static int realtime(void) {
+    // A SCHED_FIFO spinner would not be held by the CFS quota.
+    struct sched_param param = {.sched_priority = 1};
+    return TRY("sched_setscheduler(SCHED_FIFO)", sched_setscheduler(0, SCHED_FIFO, &param));
+}
+
 static int clock_attack(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
@@ -747,7 +757,8 @@ static const struct attack attacks[] = {
     {"device-nodes", device_nodes, 0, 0}, {"cgroup-move", cgroup_move, 0, 0}, {"raw-socket", raw_socket, 0, 0},
     {"packet-socket", packet_socket, 0, 0}, {"vsock-socket", vsock_socket, 0, 0}, {"alg-socket", alg_socket, 0, 0},
     {"host-loopback", 0, host_loopback, 0}, {"abstract-socket", 0, abstract_socket, 0}, {"routes", routes, 0, 0},
-    {"kill-all", kill_all, 0, 0}, {"kill-supervisor", kill_supervisor, 0, 0}, {"clock-settime", clock_attack, 0, 0},
+    {"kill-all", kill_all, 0, 0}, {"kill-supervisor", kill_supervisor, 0, 0}, {"realtime", realtime, 0, 0},
+    {"clock-settime", clock_attack, 0, 0},
     {"sethostname", hostname_attack, 0, 0},
 };
 

@@ -257,8 +257,6 @@ static long arrange_fds(const struct hg_spawn_args *a, int *report, int *init_fd
     return HG_SYS3(__NR_close_range, (unsigned)n, ~0u, 0);
 }
 
-/// The privileged half: lock the securebits, empty the bounding and ambient sets.
-/// Needs CAP_SETPCAP, so it runs before the switch to the sandbox's user.
 /// The privileged half: lock the securebits, empty the bounding set but for `keep`,
 /// clear the ambient set. Needs CAP_SETPCAP, so it runs before the switch to the
 /// sandbox's user. With nothing kept, raising ambient capabilities is locked off too.

@@ -89,7 +89,7 @@ public struct Attack: Sendable {
         Attack("device-nodes", .files, "mknod and look for /dev/mem, /dev/kmsg"),
         Attack("cgroup-move", .files, "reach a cgroup file system to move out"),
         Attack("raw-socket", .network, "open a raw IPv4 socket"),
-        Attack("packet-socket", .network, "open a packet socket"),
+        Attack("packet-socket", .network, "open a packet socket, also as AF_INET SOCK_PACKET"),
         Attack("vsock-socket", .network, "open a vsock socket"),
         Attack("alg-socket", .network, "open an AF_ALG socket"),
         Attack("host-loopback", .network, "connect to a service on the host's loopback"),
@@ -97,6 +97,7 @@ public struct Attack: Sendable {
         Attack("routes", .network, "find an interface or route besides lo"),
         Attack("kill-all", .signals, "kill(-1, SIGKILL)", .leavesNothing),
         Attack("kill-supervisor", .signals, "kill init and look for the supervisor"),
+        Attack("realtime", .signals, "switch to real-time scheduling (SCHED_FIFO)"),
         Attack("clock-settime", .signals, "set the clock"),
         Attack("sethostname", .signals, "set the hostname"),
     ]
@@ -155,7 +156,23 @@ public final class AttackSuite: Sendable {
         defer { listener.close() }
 
         let sibling = try await runtime.spawn(try spec(image: image, command: ["wall-clock"]))
-        defer { sibling.kill() }
+        let results: [AttackResult]
+        do {
+            results = try await run(attacks, image: image, sibling: sibling, canary: canary, listener: listener)
+        } catch {
+            sibling.kill()
+            _ = await sibling.outcome()
+            throw error
+        }
+        // Gone before this returns: whoever runs next finds the host as it was.
+        sibling.kill()
+        _ = await sibling.outcome()
+        return results
+    }
+
+    private func run(
+        _ attacks: [Attack], image: AttackImage, sibling: Sandbox, canary: HostCanary, listener: LoopbackListener
+    ) async throws -> [AttackResult] {
         let fingerprint = image.fingerprint()
         var results: [AttackResult] = []
         for attack in attacks {

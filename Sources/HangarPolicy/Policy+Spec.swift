@@ -182,7 +182,9 @@ extension Policy.HostSettings {
 extension Policy.Rlimits {
     /// As the sandbox sets them.
     var list: [Rlimit] {
-        var list = [Rlimit(.nofile, nofile), Rlimit(.core, core)]
+        // No real-time scheduling, whatever the supervisor's own limit: a SCHED_FIFO spinner
+        // is not held by the CFS quota.
+        var list = [Rlimit(.nofile, nofile), Rlimit(.core, core), Rlimit(.realtimePriority, 0)]
         if let nproc { list.append(Rlimit(.nproc, nproc)) }
         if let fsize { list.append(Rlimit(.fsize, fsize)) }
         if let addressSpace { list.append(Rlimit(.addressSpace, addressSpace)) }

@@ -21,9 +21,10 @@ public struct SandboxRuntimeConfiguration: Sendable {
     public var cgroupDriver: CgroupDriverChoice = .auto
     /// On-disk owner of what sandboxes write into read-write binds (data directories): uid
     /// and gid `bindOwner + k` on disk is uid k inside. An unprivileged range, so that
-    /// nothing a sandbox writes is owned by host root (a setuid file there would be one).
-    /// Read-write bind sources must be owned by it to be writable inside.
-    public var bindOwner: UInt32 = 100_000
+    /// nothing a sandbox writes is owned by host root (a setuid file there would be one),
+    /// away from the usual /etc/subuid ranges (100000 up) and from the sandboxes' own
+    /// ranges (2^30 up). Read-write bind sources must be owned by it to be writable inside.
+    public var bindOwner: UInt32 = 900_000_000
     /// Where upper layers on disk (`upper = .disk`) are created; their files are unlinked
     /// at once (a loop device holds them), so nothing stays here.
     public var diskDirectory: String = "/var/lib/hangar/uppers"

@@ -40,7 +40,7 @@ public struct SandboxSpec: Sendable {
     /// Mounts on top of the standard tree: host binds and tmpfs (at most 16 binds).
     public var mounts: [SandboxMount] = []
     /// Per-process limits (soft and hard alike), set before the command starts.
-    public var rlimits: [Rlimit] = [Rlimit(.core, 0)]
+    public var rlimits: [Rlimit] = [Rlimit(.core, 0), Rlimit(.realtimePriority, 0)]
     /// The file mode creation mask.
     public var umask: UInt32 = 0o022
     /// Capabilities the command keeps (inside its user namespace); none by default.
@@ -191,7 +191,7 @@ public enum SandboxMount: Sendable, Hashable {
 /// A per-process resource limit, soft and hard.
 public struct Rlimit: Sendable, Hashable {
     public enum Resource: Int32, Sendable {
-        case cpu = 0, fsize = 1, core = 4, nproc = 6, nofile = 7, addressSpace = 9
+        case cpu = 0, fsize = 1, core = 4, nproc = 6, nofile = 7, addressSpace = 9, realtimePriority = 14
     }
 
     public var resource: Resource

@@ -122,6 +122,9 @@ public struct SeccompProfile: Sendable, Hashable {
             ArgumentMatch("socket", argument: 0, mask: low32, value: 40),  // AF_VSOCK
             rawSocket(family: 2),  // AF_INET, SOCK_RAW
             rawSocket(family: 10),  // AF_INET6, SOCK_RAW
+            // AF_INET with the obsolete SOCK_PACKET type, which the kernel turns into a
+            // packet socket.
+            ArgumentMatch("socket", [.init(argument: 0, mask: low32, value: 2), .init(argument: 1, mask: 0xf, value: 10)]),
             ArgumentMatch("socketpair", argument: 0, mask: low32, value: 38),
             ArgumentMatch("socketpair", argument: 0, mask: low32, value: 40),
             ArgumentMatch("ioctl", argument: 1, mask: low32, value: 0x5412),  // TIOCSTI

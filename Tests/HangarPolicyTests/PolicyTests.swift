@@ -194,6 +194,7 @@ struct PolicyTests {
         #expect(spec.rlimits.contains(Rlimit(.nofile, 64)))
         #expect(spec.rlimits.contains(Rlimit(.nproc, 100)))
         #expect(spec.rlimits.contains(Rlimit(.core, 0)))
+        #expect(spec.rlimits.contains(Rlimit(.realtimePriority, 0)), "no real-time scheduling")
         #expect(spec.limits.memoryMax == .mebibytes(64))
         #expect(spec.limits.cpu == 0.5)
         #expect(spec.wallTimeout == .seconds(90))

@@ -229,8 +229,8 @@ struct LimitsTests {
             unlink(directory + "/made")
             rmdir(directory)
         }
-        // Read-write bind sources belong to the bind owner (100000 + k on disk is uid k inside).
-        try #require(chown(directory, 101_000, 101_000) == 0)  // uid 1000 inside
+        // Read-write bind sources belong to the bind owner (900000000 + k on disk is uid k inside).
+        try #require(chown(directory, 900_001_000, 900_001_000) == 0)  // uid 1000 inside
         var spec = try TestSandbox.shell(
             """
             umask; touch /data/made && stat -c '%u %a' /data/made
@@ -248,7 +248,7 @@ struct LimitsTests {
         let result = try await TestSandbox.run(spec)
         var st = stat()
         #expect(stat(directory + "/made", &st) == 0)
-        #expect(st.st_uid == 101_000 && st.st_gid == 101_000, "on disk: \(st.st_uid):\(st.st_gid), never host root")
+        #expect(st.st_uid == 900_001_000 && st.st_gid == 900_001_000, "on disk: \(st.st_uid):\(st.st_gid), never host root")
         let capability = String(1 << 10, radix: 16).leftPadded(to: 16)
         #expect(
             result.stdout == "0027\n1000 640\nCapEff: \(capability)\nCapAmb: \(capability)\nRead-only file system\n",
