@@ -15,6 +15,13 @@ public struct HostCheck: Sendable {
     public let found: String
     public let fix: String?
 
+    public init(name: String, status: Status, found: String, fix: String?) {
+        self.name = name
+        self.status = status
+        self.found = found
+        self.fix = fix
+    }
+
     /// Hangar cannot run safely when a required check is missing.
     public var blocks: Bool { status == .missing }
 
@@ -116,5 +123,36 @@ public struct HostCheck: Sendable {
             : HostCheck(
                 name: "loop devices", status: .warning, found: "no /dev/loop-control",
                 fix: "modprobe loop: needed only for upper = \"disk\"")
+    }
+}
+
+extension HostCheck {
+    /// The end-to-end check: a sandbox starts and runs a program (user namespace, idmapped
+    /// image, overlay, /proc, pivot_root, seccomp, Landlock, hangar-init all at once). Its
+    /// error names the step that failed, e.g. the idmapped mount of the image.
+    public static func sandbox(runtime: SandboxRuntime, attackBinary: String? = nil) async -> HostCheck {
+        let binary = attackBinary ?? AttackSuite.nextToExecutable("hangar-attack")
+        do {
+            let image = try AttackImage(binary: binary)
+            defer { image.remove() }
+            var spec = SandboxSpec(image: image.image, command: ["/attack", "list"])
+            spec.stdio = (AttackSuite.devNull, AttackSuite.devNull, AttackSuite.devNull)
+            let start = ContinuousClock.now
+            let outcome = try await runtime.spawn(spec).outcome()
+            let elapsed = ContinuousClock.now - start
+            guard outcome.status == .exited(0) else {
+                return HostCheck(name: "sandbox", status: .missing, found: "a test program \(outcome)", fix: "see the status above")
+            }
+            return HostCheck(
+                name: "sandbox", status: .ok,
+                found: "one ran a program (user namespace, idmapped image, overlay, seccomp, hangar-init): \(milliseconds(elapsed)) ms",
+                fix: nil)
+        } catch {
+            return HostCheck(name: "sandbox", status: .missing, found: "does not start: \(error)", fix: "the message names the step that failed")
+        }
+    }
+
+    private static func milliseconds(_ d: Duration) -> String {
+        String(format2: (Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15))
     }
 }

@@ -39,18 +39,26 @@ struct DoctorCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let checks = HostCheck.all()
+        var checks = HostCheck.all()
+        var runtime: SandboxRuntime?
+        if !checks.contains(where: \.blocks) {
+            // Everything a sandbox needs is there: start one.
+            do {
+                let started = try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.doctor"))
+                runtime = started
+                checks.append(await HostCheck.sandbox(runtime: started))
+            } catch {
+                checks.append(HostCheck(name: "sandbox", status: .missing, found: "no runtime: \(error)", fix: nil))
+            }
+        }
+        defer { runtime?.finish() }
         print(table(["check", "status", "found", "fix"], checks.map { [$0.name, $0.status.rawValue, $0.found, $0.fix ?? ""] }))
         var failed = checks.contains(where: \.blocks)
-        if attack && !failed {
+        if attack && !failed, let runtime {
             let loader = PolicyLoader.fromEnvironment()
             let policy = try await commandLineErrors {
                 try self.policy.map { try loader.load(path: $0) } ?? loader.policy(forImage: try ImageName("default"))
             }
-            let runtime = try await commandLineErrors {
-                try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.doctor"))
-            }
-            defer { runtime.finish() }
             let selected = only.map { names in Attack.all.filter { names.split(separator: ",").contains(Substring($0.name)) } }
             print("\nattacking sandboxes of policy \"\(policy.name)\"" + (policy.files.isEmpty ? "" : " (\(policy.files.joined(separator: ", ")))"))
             if let weaken {

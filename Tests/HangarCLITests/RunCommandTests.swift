@@ -60,11 +60,29 @@ struct RunCommandTests {
         (["bench", "spawn", "--netns-pool=-1"], 64, "--netns-pool must be 0...1024"),
         (["bench", "spawn", "--only", "hangar,docker"], 64, "unknown contender docker"),
         (["bench", "spawn", "--image", "../x"], 64, "invalid image name"),
+        (["doctor", "--attack", "--only", "teleport"], 64, "unknown attack teleport"),
+        (["doctor", "--attack", "--weaken", "everything"], 64, "everything"),
     ])
     func badInput(arguments: [String], status: Int32, message: String) async throws {
         let result = try await HangarProcess.run(arguments)
         #expect(result.status == status, "\(result.stderr)")
         #expect(result.stderr.contains(message), "\(result.stderr)")
+        await expectHostClean()
+    }
+
+    @Test("hangar doctor checks the host, and --attack prints the table; --weaken names what gets through")
+    func doctor() async throws {
+        let checks = try await HangarProcess.run(["doctor"])
+        #expect(checks.status == 0, "\(checks.stdout)\(checks.stderr)")
+        #expect(checks.stdout.contains("sandbox          ok"), "\(checks.stdout)")
+        let attacks = try await HangarProcess.run(["doctor", "--attack", "--only", "mount,raw-socket,userns-clone"])
+        #expect(attacks.status == 0)
+        #expect(attacks.stdout.contains("3 of 3 attacks contained"), "\(attacks.stdout)")
+        let weakened = try await HangarProcess.run([
+            "doctor", "--attack", "--only", "mount,userns-clone", "--weaken", "argument-guard",
+        ])
+        #expect(weakened.status == 1)
+        #expect(weakened.stdout.contains("1 of 2 attacks contained; NOT CONTAINED: userns-clone"), "\(weakened.stdout)")
         await expectHostClean()
     }
 
