@@ -60,6 +60,11 @@ let package = Package(
             swiftSettings: strictness
         ),
         .target(
+            name: "HangarDrone",
+            dependencies: ["HangarCore", "HangarSandbox", "HangarPolicy"],
+            swiftSettings: strictness
+        ),
+        .target(
             name: "HangarDoctor",
             dependencies: ["CShims", "HangarCore", "HangarSandbox", "HangarPolicy"],
             swiftSettings: strictness
@@ -95,6 +100,11 @@ let package = Package(
         .testTarget(
             name: "HangarCLITests",
             dependencies: ["HangarSandbox", "HangarTestSupport", .target(name: "hangar")],
+            swiftSettings: strictness
+        ),
+        .testTarget(
+            name: "HangarDroneTests",
+            dependencies: ["HangarDrone", "HangarSandbox", "HangarCore", "HangarTestSupport"],
             swiftSettings: strictness
         ),
         .testTarget(

@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -78,4 +79,20 @@ int hg_netns_create(void) {
     if (posted == 0) hg_worker_wait(&maker);
     pthread_mutex_unlock(&maker_lock);
     return posted < 0 ? posted : job.result;
+}
+
+int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
+    int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home < 0) return -errno;
+    if (setns(netns_fd, CLONE_NEWNET) < 0) {
+        int err = errno;
+        close(home);
+        return -err;
+    }
+    int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
+    int err = fd < 0 ? errno : 0;
+    // This thread runs other work next: it must not stay in a sandbox's namespace.
+    if (setns(home, CLONE_NEWNET) < 0) abort();
+    close(home);
+    return fd < 0 ? -err : fd;
 }

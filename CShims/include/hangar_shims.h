@@ -232,6 +232,12 @@ int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result);
 /// Returns its fd (close-on-exec) or a negative errno. Made on a thread of its own.
 int hg_netns_create(void);
 
+/// A socket (close-on-exec) created in the network namespace `netns_fd` by the calling
+/// thread, which enters it and returns to its own at once. Connections made with it stay
+/// there: this is how a drone reaches 127.0.0.1:PORT inside a sandbox, with no host port.
+/// Returns the fd or a negative errno.
+int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol);
+
 // ---- seccomp (seccomp.c) ---------------------------------------------------
 
 /// A compiled seccomp program (raw BPF).

@@ -16,6 +16,7 @@ public final class Sandbox: Sendable {
     private let pidfd: PidfdHandle
     private let ending: Ending
     private let exit: Task<Outcome, Never>
+    private let resources: SandboxResources
 
     /// Supervises `pidfd`; the runtime calls this right after the spawn.
     static func supervise(
@@ -36,12 +37,15 @@ public final class Sandbox: Sendable {
                 status: status, reason: ending.reason(status: status, oomKills: statistics.oomKills),
                 peakMemory: statistics.peakMemory, cpuTime: statistics.cpuTime, wallTime: ContinuousClock.now - started)
         }
-        return Sandbox(id: id, pid: pid, prepared: prepared, pidfd: handle, ending: ending, exit: exit)
+        return Sandbox(
+            id: id, pid: pid, prepared: prepared, pidfd: handle, ending: ending, exit: exit, resources: resources)
     }
 
     private init(
-        id: SandboxID, pid: pid_t, prepared: Bool, pidfd: PidfdHandle, ending: Ending, exit: Task<Outcome, Never>
+        id: SandboxID, pid: pid_t, prepared: Bool, pidfd: PidfdHandle, ending: Ending, exit: Task<Outcome, Never>,
+        resources: SandboxResources
     ) {
+        self.resources = resources
         self.id = id
         self.pid = pid
         self.prepared = prepared
@@ -72,6 +76,33 @@ public final class Sandbox: Sendable {
             pidfd.send(SIGKILL)
         }
         ending.setDeadline(task)
+    }
+
+    /// A TCP connection (a blocking, close-on-exec fd) to 127.0.0.1:`port` inside the
+    /// sandbox's network namespace: no host port is involved. Throws ECONNREFUSED while
+    /// nothing listens there, and when the sandbox has ended.
+    public func connect(port: UInt16) throws(SandboxError) -> Int32 {
+        guard let netns = resources.duplicateNetworkNamespace() else {
+            throw SandboxError(.host, "sandbox \(id) has ended: no network namespace to connect into", errno: ECONNREFUSED)
+        }
+        defer { close(netns) }
+        let fd = hg_socket_in_netns(netns, AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw .system(.host, "a socket in sandbox \(id)'s network namespace", errno: -fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else {
+            let err = errno
+            close(fd)
+            throw .system(.host, "connecting to 127.0.0.1:\(port) in sandbox \(id)", errno: err)
+        }
+        return fd
     }
 
     /// Waits until the sandbox has ended and its host resources are released.

@@ -492,6 +492,16 @@ final class SandboxResources: Sendable {
         self.pool = pool
     }
 
+    /// A duplicate of the sandbox's network namespace fd (the caller closes it), or nil
+    /// once released.
+    func duplicateNetworkNamespace() -> Int32? {
+        state.withLock { state in
+            guard state.networkNamespace >= 0 else { return nil }
+            let copy = fcntl(state.networkNamespace, F_DUPFD_CLOEXEC, 3)
+            return copy >= 0 ? copy : nil
+        }
+    }
+
     /// What the kernel counted in the sandbox's cgroup (nothing without one).
     func statistics() -> CgroupStatistics {
         state.withLock { $0.cgroup }?.statistics() ?? CgroupStatistics()

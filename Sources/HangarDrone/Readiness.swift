@@ -1,0 +1,51 @@
+import Glibc
+import HangarCore
+import HangarSandbox
+
+/// How a backend shows it is ready.
+public enum ReadinessProbe: String, Sendable, CaseIterable {
+    /// Any HTTP response to `HEAD / HTTP/1.1` on its port.
+    case http
+    /// A TCP connection accepted on its port.
+    case tcp
+}
+
+/// Probing a backend's port from inside its network namespace (no host port).
+public enum Readiness {
+    /// Probes every 50 ms until the backend answers (true), it ends, or `timeout` passes
+    /// (false).
+    public static func wait(
+        for sandbox: Sandbox, port: UInt16, probe: ReadinessProbe, timeout: Duration
+    ) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if answers(sandbox, port: port, probe: probe) { return true }
+            if kill(sandbox.pid, 0) != 0 { return false }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
+    /// One attempt.
+    public static func answers(_ sandbox: Sandbox, port: UInt16, probe: ReadinessProbe) -> Bool {
+        guard let fd = try? sandbox.connect(port: port) else { return false }
+        defer { close(fd) }
+        if probe == .tcp { return true }
+        // A backend that accepts and then says nothing is not ready: at most a second.
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = "HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        let sent = request.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, Int32(MSG_NOSIGNAL)) }
+        guard sent == request.utf8.count else { return false }
+        var reply = [UInt8](repeating: 0, count: 5)
+        var got = 0
+        while got < 5 {
+            let n = reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, 5 - got, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            got += n
+        }
+        return reply == Array("HTTP/".utf8)
+    }
+}
