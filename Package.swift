@@ -61,7 +61,7 @@ let package = Package(
         ),
         .target(
             name: "HangarDrone",
-            dependencies: ["HangarCore", "HangarSandbox", "HangarPolicy"],
+            dependencies: ["CShims", "HangarCore", "HangarSandbox", "HangarPolicy"],
             swiftSettings: strictness
         ),
         .target(
@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarDroneTests",
-            dependencies: ["HangarDrone", "HangarSandbox", "HangarCore", "HangarTestSupport"],
+            dependencies: ["HangarDrone", "HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],
             swiftSettings: strictness
         ),
         .testTarget(

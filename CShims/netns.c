@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 struct netns_job {
@@ -95,4 +96,33 @@ int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
     if (setns(home, CLONE_NEWNET) < 0) abort();
     close(home);
     return fd < 0 ? -err : fd;
+}
+
+long hg_splice_one_way(int from, int to, volatile int64_t *last_activity) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) return -errno;
+    fcntl(pipefd[0], F_SETPIPE_SZ, 1 << 20);
+    long total = 0;
+    for (;;) {
+        ssize_t in = splice(from, NULL, pipefd[1], NULL, 1 << 20, SPLICE_F_MOVE | SPLICE_F_MORE);
+        if (in < 0 && errno == EINTR) continue;
+        if (in <= 0) break;
+        ssize_t left = in;
+        while (left > 0) {
+            ssize_t out = splice(pipefd[0], NULL, to, NULL, (size_t)left, SPLICE_F_MOVE | SPLICE_F_MORE);
+            if (out < 0 && errno == EINTR) continue;
+            if (out <= 0) goto done;
+            left -= out;
+        }
+        total += in;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        __atomic_store_n(last_activity, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec, __ATOMIC_RELAXED);
+    }
+done:
+    close(pipefd[0]);
+    close(pipefd[1]);
+    // The other side learns that this direction is finished.
+    shutdown(to, SHUT_WR);
+    return total;
 }

@@ -238,6 +238,16 @@ int hg_netns_create(void);
 /// Returns the fd or a negative errno.
 int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
+/// Moves bytes from `from` to `to` with splice(2) through a 1 MiB pipe until EOF or an
+/// error, storing CLOCK_MONOTONIC nanoseconds in *last_activity after each transfer; then
+/// shuts `to` down for writing. Blocks: run one per direction, each on its own thread.
+/// Returns the bytes moved.
+long hg_splice_one_way(int from, int to, volatile int64_t *last_activity);
+
+/// Relaxed atomic access to a value the pump writes.
+static inline int64_t hg_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void hg_atomic_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 // ---- seccomp (seccomp.c) ---------------------------------------------------
 
 /// A compiled seccomp program (raw BPF).

@@ -2,7 +2,7 @@ import Glibc
 
 /// Runs `body` on a new detached pthread: for blocking work that must stay off Swift's
 /// cooperative pool (epoll waits, namespace creation). Returns 0 or the pthread errno.
-func startThread(_ body: @escaping @Sendable () -> Void) -> Int32 {
+public func startThread(_ body: @escaping @Sendable () -> Void) -> Int32 {
     let box = Unmanaged.passRetained(ThreadBody(body))
     var thread = pthread_t()
     let started = pthread_create(

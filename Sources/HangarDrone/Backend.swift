@@ -1,0 +1,126 @@
+import Glibc
+import HangarCore
+import HangarPolicy
+import HangarSandbox
+import Synchronization
+
+/// What a client asks a drone to run.
+public struct SpawnRequest: Sendable {
+    /// The key the backend holds.
+    public var key: String
+    public var image: ImageName
+    /// The command; nil: the policy's.
+    public var command: [String]?
+    /// More environment, on top of the policy's and Hangar's own variables.
+    public var environment: [String: String] = [:]
+    /// Limits asked for, within the policy's maxima.
+    public var limits = Policy.Limits.unset
+    /// With no connection for this long, the backend is terminated (idle); nil: never.
+    public var maxIdle: Duration?
+    /// The backend is terminated this long after it started (lifetime); nil: never.
+    public var lifetime: Duration?
+    /// The key's fencing token, passed to the backend.
+    public var fencingToken: UInt64 = 1
+
+    public init(key: String, image: ImageName) {
+        self.key = key
+        self.image = image
+    }
+}
+
+/// One backend on this drone: a sandbox through the ordered statuses of `BackendState`.
+public final class Backend: Sendable {
+    public let id: String
+    public let key: String
+    /// Its connections and their activity, for idle shutdown.
+    public let traffic = Traffic()
+    private let state = Mutex(BackendState())
+    private let history = Mutex<[BackendStatus]>([.scheduled])
+    private let sandbox = Mutex<Sandbox?>(nil)
+    private let ended = Mutex<[CheckedContinuation<BackendState, Never>]>([])
+    let port: UInt16
+    let grace: Duration
+
+    init(id: String, key: String, port: UInt16, grace: Duration) {
+        self.id = id
+        self.key = key
+        self.port = port
+        self.grace = grace
+    }
+
+    /// The current state.
+    public var current: BackendState { state.withLock { $0 } }
+
+    /// Every status it has been in, in order.
+    public var statuses: [BackendStatus] { history.withLock { $0 } }
+
+    /// A connection to its port inside its network namespace, counted in `traffic` while
+    /// carried with `carry`. Only while ready.
+    public func connect() throws(DroneError) -> Int32 {
+        guard current.status == .ready, let sandbox = sandbox.withLock({ $0 }) else {
+            throw DroneError("backend \(id) is \(current), not ready")
+        }
+        do {
+            return try sandbox.connect(port: port)
+        } catch {
+            throw DroneError("backend \(id): \(error)")
+        }
+    }
+
+    /// Stops it for `reason`: SIGTERM to its init, and after the grace period SIGKILL. Honoured
+    /// in every status; a later reason does not replace the first.
+    public func terminate(_ reason: TerminationReason) {
+        let (before, after) = apply(.terminate(reason))
+        guard before.status < .terminating, after.status == .terminating else { return }
+        if let sandbox = sandbox.withLock({ $0 }) {
+            sandbox.signal(SIGTERM)
+        }
+        let grace = self.grace
+        Task { [self] in
+            try? await Task.sleep(for: grace)
+            let (_, now) = apply(.graceExpired)
+            if now.status == .hardTerminating { sandbox.withLock { $0 }?.kill() }
+        }
+    }
+
+    /// Waits until it is terminated; its final state.
+    public func terminated() async -> BackendState {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state -> BackendState? in
+                if state.status == .terminated { return state }
+                ended.withLock { $0.append(continuation) }
+                return nil
+            }
+            if let done { continuation.resume(returning: done) }
+        }
+    }
+
+    /// Applies an event; returns the state before and after. An event that makes no
+    /// sense leaves the state as it is (the lifecycle and a terminate can cross).
+    @discardableResult
+    func apply(_ event: BackendEvent) -> (BackendState, BackendState) {
+        let (before, after, waiters) = state.withLock { state -> (BackendState, BackendState, [CheckedContinuation<BackendState, Never>]) in
+            let before = state
+            if let next = try? state.applying(event) { state = next }
+            var waiters: [CheckedContinuation<BackendState, Never>] = []
+            if state.status != before.status {
+                let status = state.status
+                history.withLock { $0.append(status) }
+                if status == .terminated { waiters = ended.withLock { list in defer { list = [] }; return list } }
+            }
+            return (before, state, waiters)
+        }
+        waiters.forEach { $0.resume(returning: after) }
+        return (before, after)
+    }
+
+    func attach(_ sandbox: Sandbox) {
+        self.sandbox.withLock { $0 = sandbox }
+    }
+}
+
+/// A drone refused or failed a request; the message says what and why.
+public struct DroneError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

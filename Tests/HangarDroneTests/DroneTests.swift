@@ -1,0 +1,184 @@
+import Glibc
+import HangarCore
+import HangarDrone
+import HangarPolicy
+import HangarSandbox
+import HangarTestSupport
+import Testing
+
+/// Backends on a drone, with real servers in real sandboxes.
+@Suite("Drone lifecycle", .serialized, .timeLimit(.minutes(3)))
+struct DroneTests {
+    let before = HostState.capture()
+
+    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
+        let after = await HostState.settled(to: before)
+        #expect(after == before, "the backend left something on the host", sourceLocation: sourceLocation)
+    }
+
+    func drone(_ adjust: (inout DroneConfiguration) -> Void = { _ in }) -> Drone {
+        var configuration = DroneConfiguration()
+        configuration.gracePeriod = .milliseconds(500)
+        configuration.startupTimeout = .seconds(20)
+        adjust(&configuration)
+        return Drone(
+            runtime: TestSandbox.runtime, policies: PolicyLoader(directory: TestSandbox.repositoryRoot + "/policies"),
+            images: TestSandbox.images, configuration: configuration)
+    }
+
+    /// A python HTTP server on $PORT serving its environment as /env.
+    func httpServer(key: String = "doc-1") throws -> SpawnRequest {
+        var request = SpawnRequest(key: key, image: try ImageName("python"))
+        request.command = [
+            "sh", "-c",
+            "mkdir /tmp/www && env > /tmp/www/env && cd /tmp/www && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+        ]
+        return request
+    }
+
+    /// GET `path` through a connection into the backend.
+    func get(_ backend: Backend, _ path: String) throws -> String {
+        let fd = try backend.connect()
+        defer { close(fd) }
+        let request = "GET \(path) HTTP/1.0\r\n\r\n"
+        _ = request.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            bytes += buffer.prefix(n)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    func waitFor(_ status: BackendStatus, _ backend: Backend, within: Duration = .seconds(20)) async {
+        let deadline = ContinuousClock.now + within
+        while backend.current.status < status && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    @Test("an HTTP backend goes through every status in order, with Hangar's and Plane's variables")
+    func lifecycle() async throws {
+        let drone = drone()
+        let backend = try drone.spawn(try httpServer())
+        await waitFor(.ready, backend)
+        #expect(backend.current.status == .ready)
+        let env = try get(backend, "/env")
+        #expect(env.hasPrefix("HTTP/1.0 200"))
+        let lines = Set(env.split(whereSeparator: \.isNewline).map(String.init))
+        for variable in [
+            "PORT=8080", "HANGAR_KEY=doc-1", "HANGAR_BACKEND_ID=\(backend.id)", "HANGAR_FENCING_TOKEN=1",
+            "SESSION_BACKEND_ID=\(backend.id)", "SESSION_BACKEND_KEY=doc-1", "SESSION_BACKEND_FENCING_TOKEN=1",
+        ] {
+            #expect(lines.contains(variable), "\(variable)")
+        }
+        backend.terminate(.external)
+        let end = await backend.terminated()
+        #expect(end.reason == .external)
+        #expect(backend.statuses == [.scheduled, .loading, .starting, .waiting, .ready, .terminating, .terminated])
+        await expectHostClean()
+    }
+
+    @Test("a backend that never listens ends with startup-timeout")
+    func startupTimeout() async throws {
+        let drone = drone { $0.startupTimeout = .seconds(1) }
+        var request = SpawnRequest(key: "quiet", image: try ImageName("busybox"))
+        request.command = ["sleep", "60"]
+        let backend = try drone.spawn(request)
+        let end = await backend.terminated()
+        #expect(end.reason == .startupTimeout)
+        await expectHostClean()
+    }
+
+    @Test("one that exits reports its code; one that ignores SIGTERM is killed after the grace")
+    func exitsAndStubborn() async throws {
+        let drone = drone()
+        var exits = SpawnRequest(key: "exits", image: try ImageName("busybox"))
+        exits.command = ["sh", "-c", "exit 7"]
+        let first = try drone.spawn(exits)
+        let end = await first.terminated()
+        #expect(end.reason == .exited && end.exitCode == 7, "\(end)")
+
+        var stubborn = try httpServer(key: "stubborn")
+        stubborn.command = [
+            "sh", "-c", "trap '' TERM; mkdir /tmp/w; cd /tmp/w; python3 -m http.server \"$PORT\" --bind 127.0.0.1 & wait; sleep 60",
+        ]
+        let second = try drone.spawn(stubborn)
+        await waitFor(.ready, second)
+        let start = ContinuousClock.now
+        second.terminate(.external)
+        let stopped = await second.terminated()
+        #expect(stopped.reason == .external)
+        #expect(second.statuses.contains(.hardTerminating), "\(second.statuses)")
+        #expect(ContinuousClock.now - start >= .milliseconds(450), "the grace period was given")
+        await expectHostClean()
+    }
+
+    @Test("idle shutdown fires after max_idle with no connection, never while one is open")
+    func idle() async throws {
+        let drone = drone()
+        var request = try httpServer(key: "idle")
+        request.maxIdle = .milliseconds(800)
+        let backend = try drone.spawn(request)
+        await waitFor(.ready, backend)
+        // A connection held open (carried with splice) keeps it alive past max_idle.
+        let client = try LoopbackPair()
+        backend.traffic.carry(client: client.inner, backend: try backend.connect())
+        try await Task.sleep(for: .milliseconds(1600))
+        #expect(backend.current.status == .ready, "an open connection keeps it running")
+        #expect(backend.traffic.openConnections == 1)
+        client.closeOuter()
+        let end = await backend.terminated()
+        #expect(end.reason == .idle)
+        await expectHostClean()
+    }
+
+    @Test("a terminate while loading or starting ends the backend")
+    func terminateEarly() async throws {
+        let drone = drone()
+        let loading = try drone.spawn(try httpServer(key: "early-1"))
+        loading.terminate(.external)
+        let first = await loading.terminated()
+        #expect(first.reason == .external)
+        let starting = try drone.spawn(try httpServer(key: "early-2"))
+        await waitFor(.starting, starting, within: .seconds(5))
+        starting.terminate(.external)
+        let second = await starting.terminated()
+        #expect(second.reason == .external)
+        #expect(!second.description.isEmpty)
+        await expectHostClean()
+    }
+
+    @Test("a memory hog ends as oom; a drone beyond its capacity refuses a spawn")
+    func oomAndCapacity() async throws {
+        let drone = drone { $0.maxBackends = 1 }
+        var hog = SpawnRequest(key: "hog", image: try ImageName("busybox"))
+        hog.command = ["sh", "-c", "x=$(head -c 1000000000 /dev/zero | tr '\\0' a)"]
+        hog.limits.memoryMax = .mebibytes(32)
+        let backend = try drone.spawn(hog)
+        let refused = #expect(throws: DroneError.self) { try drone.spawn(try httpServer(key: "second")) }
+        #expect(refused?.description == "the drone is full: 1 backends of 1")
+        let end = await backend.terminated()
+        #expect(end.reason == .oom, "\(end)")
+        await expectHostClean()
+    }
+}
+
+/// A connected pair of unix sockets: `inner` goes to the drone, `outer` plays the client.
+struct LoopbackPair {
+    let inner: Int32
+    let outer: Int32
+
+    init() throws {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw TestFailure("socketpair: errno \(errno)")
+        }
+        inner = fds[0]
+        outer = fds[1]
+    }
+
+    func closeOuter() { close(outer) }
+}
