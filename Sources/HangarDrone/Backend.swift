@@ -34,6 +34,8 @@ public final class Backend: Sendable {
     public let key: String
     /// Its connections and their activity, for idle shutdown.
     public let traffic = Traffic()
+    /// Its stdout and stderr.
+    public let logs: LogBuffer
     private let state = Mutex(BackendState())
     private let history = Mutex<[BackendStatus]>([.scheduled])
     private let sandbox = Mutex<Sandbox?>(nil)
@@ -41,7 +43,8 @@ public final class Backend: Sendable {
     let port: UInt16
     let grace: Duration
 
-    init(id: String, key: String, port: UInt16, grace: Duration) {
+    init(id: String, key: String, port: UInt16, grace: Duration, logs: LogBuffer) {
+        self.logs = logs
         self.id = id
         self.key = key
         self.port = port

@@ -19,6 +19,10 @@ public struct DroneConfiguration: Sendable {
     public var probe = ReadinessProbe.http
     /// How often idle and lifetime limits are checked.
     public var checkInterval: Duration = .milliseconds(100)
+    /// Each backend's stdout and stderr: this much is kept in memory ...
+    public var logCapacity = 1 << 20
+    /// ... and everything in BACKEND.log here (rotated at 16 MiB); nil: memory only.
+    public var logDirectory: String? = "/var/log/hangar"
 
     public init() {}
 }
@@ -68,7 +72,8 @@ public final class Drone: Sendable {
         let memory = policy.limits.memoryMax?.bytes ?? 0
         let id = "bk-" + String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(16)
         let port = UInt16(policy.network.port ?? Int(configuration.defaultPort))
-        let backend = Backend(id: id, key: request.key, port: port, grace: configuration.gracePeriod)
+        let logs = LogBuffer(capacity: configuration.logCapacity, directory: configuration.logDirectory, name: id)
+        let backend = Backend(id: id, key: request.key, port: port, grace: configuration.gracePeriod, logs: logs)
         try backends.withLock { (table) throws(DroneError) in
             let live = table.values.filter { $0.backend.current.status != .terminated }
             guard live.count < configuration.maxBackends else {
@@ -90,7 +95,7 @@ public final class Drone: Sendable {
     /// The lifecycle of one backend.
     private func run(_ backend: Backend, request: SpawnRequest, policy: Policy) async {
         backend.apply(.load)
-        let spec: SandboxSpec
+        var spec: SandboxSpec
         do {
             spec = try self.spec(for: backend, request: request, policy: policy)
         } catch {
@@ -101,6 +106,13 @@ public final class Drone: Sendable {
         guard backend.apply(.spawn).1.status == .starting else { return }  // terminated while loading
         let sandbox: Sandbox
         do {
+            let output = try backend.logs.pipe()
+            let errors = try backend.logs.pipe()
+            spec.stdio = (null, output, errors)
+            defer {
+                close(output)
+                close(errors)
+            }
             sandbox = try await runtime.spawn(spec)
         } catch {
             backend.terminate(.internalError)

@@ -593,7 +593,7 @@ struct MountPlanKey: Hashable {
 }
 
 /// mkdir -p: `path` and its missing parents, mode 0755.
-func makeDirectories(_ path: String) throws(SandboxError) {
+public func makeDirectories(_ path: String) throws(SandboxError) {
     var prefix = ""
     for component in path.split(separator: "/") {
         prefix += "/" + component

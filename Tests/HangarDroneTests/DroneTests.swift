@@ -20,6 +20,7 @@ struct DroneTests {
         var configuration = DroneConfiguration()
         configuration.gracePeriod = .milliseconds(500)
         configuration.startupTimeout = .seconds(20)
+        configuration.logDirectory = nil
         adjust(&configuration)
         return Drone(
             runtime: TestSandbox.runtime, policies: PolicyLoader(directory: TestSandbox.repositoryRoot + "/policies"),
@@ -96,10 +97,12 @@ struct DroneTests {
     func exitsAndStubborn() async throws {
         let drone = drone()
         var exits = SpawnRequest(key: "exits", image: try ImageName("busybox"))
-        exits.command = ["sh", "-c", "exit 7"]
+        exits.command = ["sh", "-c", "echo to stdout; echo to stderr >&2; exit 7"]
         let first = try drone.spawn(exits)
         let end = await first.terminated()
         #expect(end.reason == .exited && end.exitCode == 7, "\(end)")
+        try await Task.sleep(for: .milliseconds(100))  // the reader threads drain the pipes
+        #expect(first.logs.text.contains("to stdout\n") && first.logs.text.contains("to stderr\n"), "\(first.logs.text)")
 
         var stubborn = try httpServer(key: "stubborn")
         stubborn.command = [
@@ -132,6 +135,51 @@ struct DroneTests {
         client.closeOuter()
         let end = await backend.terminated()
         #expect(end.reason == .idle)
+        await expectHostClean()
+    }
+
+    @Test("logs are kept in a bounded buffer and a rotating file")
+    func logs() async throws {
+        var template = Array("/tmp/hangar-logs-XXXXXX".utf8CString)
+        let directory = String(cString: try #require(mkdtemp(&template)))
+        let drone = drone {
+            $0.logCapacity = 4096
+            $0.logDirectory = directory
+        }
+        var chatty = SpawnRequest(key: "chatty", image: try ImageName("busybox"))
+        chatty.command = ["sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done"]
+        let backend = try drone.spawn(chatty)
+        _ = await backend.terminated()
+        try await Task.sleep(for: .milliseconds(200))
+        let kept = backend.logs.text
+        #expect(kept.utf8.count <= 4096)
+        #expect(kept.hasSuffix("line 1999\n"))
+        let file = readFile(directory + "/\(backend.id).log") ?? ""
+        #expect(file.hasPrefix("line 0\n") && file.hasSuffix("line 1999\n"), "the file has everything")
+        unlink(directory + "/\(backend.id).log")
+        rmdir(directory)
+        await expectHostClean()
+    }
+
+    @Test("200 backends spawned at once, then terminated, leave nothing behind")
+    func twoHundred() async throws {
+        let drone = drone { $0.maxBackends = 250 }
+        var request = SpawnRequest(key: "many", image: try ImageName("busybox"))
+        request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/tmp"]
+        let start = ContinuousClock.now
+        var backends: [Backend] = []
+        for index in 0..<200 {
+            request.key = "many-\(index)"
+            backends.append(try drone.spawn(request))
+        }
+        for backend in backends { await waitFor(.ready, backend, within: .seconds(60)) }
+        let readyAfter = ContinuousClock.now - start
+        #expect(backends.allSatisfy { $0.current.status == .ready }, "\(backends.map(\.current.status).filter { $0 != .ready })")
+        #expect(drone.running.count == 200)
+        for backend in backends { backend.terminate(.external) }
+        for backend in backends { _ = await backend.terminated() }
+        #expect(drone.running.isEmpty)
+        print("200 backends ready after \(readyAfter)")
         await expectHostClean()
     }
 

@@ -1,0 +1,86 @@
+import Glibc
+import HangarSandbox
+import Synchronization
+
+/// A backend's stdout and stderr: the last `capacity` bytes in memory, and everything in
+/// a file that is rotated at `fileLimit` bytes (one older file, `.1`, is kept).
+public final class LogBuffer: Sendable {
+    private struct State {
+        var bytes: [UInt8] = []
+        var file: Int32 = -1
+        var fileSize = 0
+        var closedStreams = 0
+    }
+
+    public let capacity: Int
+    public let path: String?
+    let fileLimit: Int
+    private let state = Mutex(State())
+
+    /// `directory` nil: memory only.
+    public init(capacity: Int, directory: String?, name: String, fileLimit: Int = 16 << 20) {
+        self.capacity = max(1024, capacity)
+        self.fileLimit = fileLimit
+        if let directory {
+            try? makeDirectories(directory)
+            let path = directory + "/" + name + ".log"
+            self.path = path
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            state.withLock { $0.file = fd }
+        } else {
+            path = nil
+        }
+    }
+
+    deinit {
+        state.withLock { if $0.file >= 0 { close($0.file) } }
+    }
+
+    /// A pipe whose write end becomes the backend's stdout or stderr; what it writes is
+    /// kept here (read on a thread of its own until EOF). The caller closes the write end
+    /// once the sandbox has it.
+    public func pipe() throws(DroneError) -> Int32 {
+        var fds: [Int32] = [-1, -1]
+        guard Glibc.pipe(&fds) == 0 else { throw DroneError("a log pipe: \(String(cString: strerror(errno)))") }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let read = fds[0]
+        let started = startThread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let n = Glibc.read(read, &buffer, buffer.count)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                append(buffer.prefix(n))
+            }
+            close(read)
+        }
+        guard started == 0 else {
+            close(fds[0])
+            close(fds[1])
+            throw DroneError("a log reader thread: \(String(cString: strerror(started)))")
+        }
+        return fds[1]
+    }
+
+    func append(_ chunk: ArraySlice<UInt8>) {
+        state.withLock { state in
+            state.bytes += chunk
+            if state.bytes.count > capacity { state.bytes.removeFirst(state.bytes.count - capacity) }
+            guard state.file >= 0, let path else { return }
+            _ = chunk.withUnsafeBytes { write(state.file, $0.baseAddress, $0.count) }
+            state.fileSize += chunk.count
+            if state.fileSize >= fileLimit {
+                close(state.file)
+                rename(path, path + ".1")
+                state.file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o640)
+                state.fileSize = 0
+            }
+        }
+    }
+
+    /// What is kept in memory, oldest first.
+    public var text: String {
+        state.withLock { String(decoding: $0.bytes, as: UTF8.self) }
+    }
+}
