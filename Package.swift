@@ -72,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "hangar",
             dependencies: [
-                "HangarCore", "HangarSandbox", "HangarPolicy", "HangarDoctor",
+                "HangarCore", "HangarSandbox", "HangarPolicy", "HangarDoctor", "HangarDrone",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

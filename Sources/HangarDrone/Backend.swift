@@ -39,7 +39,8 @@ public final class Backend: Sendable {
     private let state = Mutex(BackendState())
     private let history = Mutex<[BackendStatus]>([.scheduled])
     private let sandbox = Mutex<Sandbox?>(nil)
-    private let ended = Mutex<[CheckedContinuation<BackendState, Never>]>([])
+    /// Waiting for a status (or any later one).
+    private let waiters = Mutex<[(status: BackendStatus, continuation: CheckedContinuation<BackendState, Never>)]>([])
     let port: UInt16
     let grace: Duration
 
@@ -88,13 +89,18 @@ public final class Backend: Sendable {
 
     /// Waits until it is terminated; its final state.
     public func terminated() async -> BackendState {
+        await reached(.terminated)
+    }
+
+    /// Waits until it has reached `status` or a later one; the state then.
+    public func reached(_ status: BackendStatus) async -> BackendState {
         await withCheckedContinuation { continuation in
-            let done = state.withLock { state -> BackendState? in
-                if state.status == .terminated { return state }
-                ended.withLock { $0.append(continuation) }
+            let now = state.withLock { state -> BackendState? in
+                if state.status >= status { return state }
+                waiters.withLock { $0.append((status, continuation)) }
                 return nil
             }
-            if let done { continuation.resume(returning: done) }
+            if let now { continuation.resume(returning: now) }
         }
     }
 
@@ -102,18 +108,22 @@ public final class Backend: Sendable {
     /// sense leaves the state as it is (the lifecycle and a terminate can cross).
     @discardableResult
     func apply(_ event: BackendEvent) -> (BackendState, BackendState) {
-        let (before, after, waiters) = state.withLock { state -> (BackendState, BackendState, [CheckedContinuation<BackendState, Never>]) in
+        let (before, after, woken) = state.withLock { state -> (BackendState, BackendState, [CheckedContinuation<BackendState, Never>]) in
             let before = state
             if let next = try? state.applying(event) { state = next }
-            var waiters: [CheckedContinuation<BackendState, Never>] = []
+            var woken: [CheckedContinuation<BackendState, Never>] = []
             if state.status != before.status {
                 let status = state.status
                 history.withLock { $0.append(status) }
-                if status == .terminated { waiters = ended.withLock { list in defer { list = [] }; return list } }
+                woken = waiters.withLock { list in
+                    let due = list.filter { $0.status <= status }.map(\.continuation)
+                    list.removeAll { $0.status <= status }
+                    return due
+                }
             }
-            return (before, state, waiters)
+            return (before, state, woken)
         }
-        waiters.forEach { $0.resume(returning: after) }
+        woken.forEach { $0.resume(returning: after) }
         return (before, after)
     }
 

@@ -1,13 +1,15 @@
 import ArgumentParser
 import Glibc
 import HangarCore
+import HangarDrone
+import HangarPolicy
 import HangarSandbox
 import Logging
 
 /// `hangar bench …`: measurements, printed as a table and as JSON, with peers side by side.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self])
+        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self, ColdstartBench.self])
 }
 
 /// Spawn-and-exit latency of /bin/true: Hangar's sandbox, bubblewrap, plain posix_spawn.
@@ -249,5 +251,84 @@ extension String {
         while let c = s.first, set.contains(c) { s = s.dropFirst() }
         while let c = s.last, set.contains(c) { s = s.dropLast() }
         return String(s)
+    }
+}
+
+/// Cold start of a backend on a drone: from the spawn request to ready (the port answers
+/// HTTP), and to the first byte of a response read through a connection into it.
+struct ColdstartBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coldstart",
+        abstract: "Request to ready, and to the first byte through ingress, of a minimal HTTP backend.",
+        discussion: """
+            The backend is busybox httpd in the busybox image, with the busybox policy (so a \
+            cgroup with its limits). Each run spawns it on a drone, waits for ready (HTTP HEAD \
+            answered; probed at once after the spawn, then every 50 ms), sends GET through a \
+            connection made in its network namespace, reads the first byte, and terminates it.
+            """)
+
+    @Option(help: "Measured runs.")
+    var runs = 200
+
+    @Option(help: "Unmeasured runs before measuring.")
+    var warmup = 5
+
+    @Option(help: ArgumentHelp("Also write the JSON to this file.", valueName: "path"))
+    var json: String?
+
+    func validate() throws {
+        if runs < 1 || runs > 100_000 { throw ValidationError("--runs must be 1...100000, got \(runs)") }
+        if warmup < 0 { throw ValidationError("--warmup must not be negative") }
+    }
+
+    func run() async throws {
+        let runtime = try await commandLineErrors {
+            try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.bench"))
+        }
+        defer { runtime.finish() }
+        var configuration = DroneConfiguration()
+        configuration.logDirectory = nil
+        configuration.gracePeriod = .milliseconds(200)
+        let drone = Drone(
+            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
+            configuration: configuration)
+        var request = SpawnRequest(key: "bench", image: try ImageName("busybox"))
+        request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]
+        var toReady: [Duration] = []
+        var toByte: [Duration] = []
+        let clock = ContinuousClock()
+        for round in 0..<(warmup + runs) {
+            let start = clock.now
+            let backend = try drone.spawn(request)
+            let state = await backend.reached(.ready)
+            guard state.status == .ready else { throw BenchError("the backend did not become ready: \(state)") }
+            let ready = clock.now
+            let fd = try backend.connect()
+            let get = "GET /hostname HTTP/1.0\r\n\r\n"
+            _ = get.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+            var byte: UInt8 = 0
+            guard read(fd, &byte, 1) == 1 else { throw BenchError("no response through ingress") }
+            let first = clock.now
+            close(fd)
+            backend.terminate(.external)
+            _ = await backend.terminated()
+            if round >= warmup {
+                toReady.append(ready - start)
+                toByte.append(first - start)
+            }
+        }
+        let results = [
+            Measurement(name: "request to ready", samples: toReady),
+            Measurement(name: "request to first byte", samples: toByte),
+        ]
+        print(Measurement.table(results, title: "cold start of busybox httpd on a drone, \(runs) runs"))
+        let report = Measurement.json(results, benchmark: "coldstart", runs: runs)
+        print(report)
+        if let json {
+            let fd = open(json, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw BenchError("cannot write \(json): errno \(errno)") }
+            _ = report.withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
     }
 }
