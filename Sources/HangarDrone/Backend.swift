@@ -71,6 +71,11 @@ public final class Backend: Sendable {
         }
     }
 
+    /// What its cgroup counts so far, while it has a sandbox.
+    public func statistics() -> CgroupStatistics? {
+        sandbox.withLock { $0 }?.statistics()
+    }
+
     /// Stops it for `reason`: SIGTERM to its init, and after the grace period SIGKILL. Honoured
     /// in every status; a later reason does not replace the first.
     public func terminate(_ reason: TerminationReason) {

@@ -36,6 +36,7 @@ public final class Drone: Sendable {
     let host: Policy.HostSettings
     let configuration: DroneConfiguration
     private let backends = Mutex<[String: (backend: Backend, memory: UInt64)]>([:])
+    let counters = DroneCounters()
     private let null = open("/dev/null", O_RDWR | O_CLOEXEC)
 
     public init(
@@ -54,6 +55,11 @@ public final class Drone: Sendable {
     /// Backends that are not terminated.
     public var running: [Backend] {
         backends.withLock { $0.values.map(\.backend) }.filter { $0.current.status != .terminated }
+    }
+
+    /// Every backend it has had, terminated ones included.
+    public var allBackends: [Backend] {
+        backends.withLock { $0.values.map(\.backend) }
     }
 
     public func backend(_ id: String) -> Backend? {
@@ -88,17 +94,20 @@ public final class Drone: Sendable {
             }
             table[id] = (backend, memory)
         }
+        counters.spawned()
         Task { await run(backend, request: request, policy: policy) }
         return backend
     }
 
     /// The lifecycle of one backend.
     private func run(_ backend: Backend, request: SpawnRequest, policy: Policy) async {
+        let requested = ContinuousClock.now
         backend.apply(.load)
         var spec: SandboxSpec
         do {
             spec = try self.spec(for: backend, request: request, policy: policy)
         } catch {
+            counters.failed()
             backend.terminate(.internalError)
             backend.apply(.ended(exitCode: nil, reason: nil))
             return
@@ -115,6 +124,7 @@ public final class Drone: Sendable {
             }
             sandbox = try await runtime.spawn(spec)
         } catch {
+            counters.failed()
             backend.terminate(.internalError)
             backend.apply(.ended(exitCode: nil, reason: nil))
             return
@@ -145,6 +155,7 @@ public final class Drone: Sendable {
             return
         }
         backend.apply(.ready)
+        counters.ready(after: ContinuousClock.now - requested)
         let started = ContinuousClock.now
         while backend.current.status == .ready {
             try? await Task.sleep(for: configuration.checkInterval)

@@ -187,6 +187,8 @@ final class CgroupV1Group: SandboxCgroup {
             if group.controllers.contains("memory") {
                 statistics.peakMemory = readText(group.path + "/memory.max_usage_in_bytes")
                     .flatMap { UInt64($0.trimmingNewline()) }.map { ByteSize(bytes: $0) }
+                statistics.currentMemory = readText(group.path + "/memory.usage_in_bytes")
+                    .flatMap { UInt64($0.trimmingNewline()) }.map { ByteSize(bytes: $0) }
                 let killed = Int(keyedValue(readText(group.path + "/memory.oom_control"), "oom_kill") ?? 0)
                 let notified = self.notified.withLock { total in
                     total += oomNotifications()

@@ -171,7 +171,10 @@ final class CgroupV2Group: SandboxCgroup {
                 ByteSize(bytes: $0)
             },
             cpuTime: keyedValue(readText(path + "/cpu.stat"), "usage_usec").map { .microseconds(Int64($0)) },
-            oomKills: Int(oom))
+            oomKills: Int(oom),
+            currentMemory: readText(path + "/memory.current").flatMap { UInt64($0.trimmingNewline()) }.map {
+                ByteSize(bytes: $0)
+            })
     }
 
     /// Kills what is left with cgroup.kill, waits until the group is empty, removes it.

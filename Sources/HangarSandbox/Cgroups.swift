@@ -46,11 +46,14 @@ public struct CgroupStatistics: Sendable, Equatable {
     public var cpuTime: Duration?
     /// Processes the OOM killer ended in it.
     public var oomKills: Int = 0
+    /// The memory it uses now.
+    public var currentMemory: ByteSize?
 
-    public init(peakMemory: ByteSize? = nil, cpuTime: Duration? = nil, oomKills: Int = 0) {
+    public init(peakMemory: ByteSize? = nil, cpuTime: Duration? = nil, oomKills: Int = 0, currentMemory: ByteSize? = nil) {
         self.peakMemory = peakMemory
         self.cpuTime = cpuTime
         self.oomKills = oomKills
+        self.currentMemory = currentMemory
     }
 }
 

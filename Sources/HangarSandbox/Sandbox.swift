@@ -105,6 +105,11 @@ public final class Sandbox: Sendable {
         return fd
     }
 
+    /// What its cgroup counts so far (nothing for a sandbox without limits, or once it ended).
+    public func statistics() -> CgroupStatistics {
+        resources.statistics()
+    }
+
     /// Waits until the sandbox has ended and its host resources are released.
     public func wait() async -> ExitStatus {
         await exit.value.status

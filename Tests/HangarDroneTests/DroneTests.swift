@@ -75,10 +75,17 @@ struct DroneTests {
         ] {
             #expect(lines.contains(variable), "\(variable)")
         }
+        let metrics = drone.metrics()
+        #expect(metrics.contains("hangar_backends{status=\"ready\"} 1\n"), "\(metrics)")
+        #expect(metrics.contains("hangar_spawns_total 1\n"))
+        #expect(metrics.contains("hangar_spawn_ready_seconds_count 1\n"))
+        #expect(metrics.contains("hangar_backend_memory_bytes{backend=\"\(backend.id)\",key=\"doc-1\"} "))
+        #expect(metrics.contains("hangar_backend_cpu_seconds_total{backend=\"\(backend.id)\",key=\"doc-1\"} "))
         backend.terminate(.external)
         let end = await backend.terminated()
         #expect(end.reason == .external)
         #expect(backend.statuses == [.scheduled, .loading, .starting, .waiting, .ready, .terminating, .terminated])
+        #expect(drone.metrics().contains("hangar_backends{status=\"terminated\"} 1\n"))
         await expectHostClean()
     }
 
