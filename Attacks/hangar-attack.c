@@ -84,6 +84,15 @@ static int confined(char *why, size_t size) {
             return 0;
         }
     }
+    // In a user namespace of its own: uid 0 here must not be the host's root (an empty
+    // capability set alone does not stop root from signalling root's processes).
+    FILE *map = fopen("/proc/self/uid_map", "r");
+    unsigned long inside = 1, outside = 0, count = 0;
+    if (!map || fscanf(map, "%lu %lu %lu", &inside, &outside, &count) != 3 || (inside == 0 && outside == 0)) {
+        if (map) fclose(map);
+        return snprintf(why, size, "not in a user namespace of its own (uid 0 is the host's)"), 0;
+    }
+    fclose(map);
     if (strcmp(status_field("NoNewPrivs"), "1") != 0) return snprintf(why, size, "no_new_privs is off"), 0;
     if (strcmp(status_field("Seccomp"), "2") != 0) return snprintf(why, size, "no seccomp filter"), 0;
     return 1;

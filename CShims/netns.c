@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -98,18 +99,31 @@ int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
     return fd < 0 ? -err : fd;
 }
 
-long hg_splice_one_way(int from, int to, volatile int64_t *last_activity) {
+long hg_splice_one_way(int from, int to, volatile int64_t *last_activity, volatile int *peer_done) {
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0) return -errno;
     fcntl(pipefd[0], F_SETPIPE_SZ, 1 << 20);
     long total = 0;
+    int quiet_seconds = 0;
     for (;;) {
-        ssize_t in = splice(from, NULL, pipefd[1], NULL, 1 << 20, SPLICE_F_MOVE | SPLICE_F_MORE);
+        // Wait for data; once the other direction has finished, a side that stays silent
+        // for 60 s (a backend that ignores EOF) no longer holds this thread.
+        struct pollfd waiting = {.fd = from, .events = POLLIN};
+        int ready = poll(&waiting, 1, 1000);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready < 0) break;
+        if (ready == 0) {
+            if (__atomic_load_n(peer_done, __ATOMIC_RELAXED) && ++quiet_seconds >= 60) break;
+            continue;
+        }
+        quiet_seconds = 0;
+        ssize_t in = splice(from, NULL, pipefd[1], NULL, 1 << 20, SPLICE_F_MOVE);
         if (in < 0 && errno == EINTR) continue;
         if (in <= 0) break;
         ssize_t left = in;
         while (left > 0) {
-            ssize_t out = splice(pipefd[0], NULL, to, NULL, (size_t)left, SPLICE_F_MOVE | SPLICE_F_MORE);
+            // No SPLICE_F_MORE here: it would cork the last segment of a response.
+            ssize_t out = splice(pipefd[0], NULL, to, NULL, (size_t)left, SPLICE_F_MOVE);
             if (out < 0 && errno == EINTR) continue;
             if (out <= 0) goto done;
             left -= out;
@@ -124,5 +138,6 @@ done:
     close(pipefd[1]);
     // The other side learns that this direction is finished.
     shutdown(to, SHUT_WR);
+    __atomic_store_n(peer_done, 1, __ATOMIC_RELAXED);
     return total;
 }

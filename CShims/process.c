@@ -41,7 +41,13 @@ int hg_sealed_exec_copy(const char *path, const char *name) {
     struct stat st;
     int err = fstat(src, &st) < 0 ? -errno : 0;
     int fd = -1;
-    if (err == 0 && (fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0) err = -errno;
+    // MFD_EXEC (Linux 6.3+): executable even where vm.memfd_noexec makes memfds no-exec by
+    // default; older kernels refuse the flag, and their memfds are executable anyway.
+    if (err == 0) {
+        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | 0x0010u /* MFD_EXEC */);
+        if (fd < 0 && errno == EINVAL) fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0) err = -errno;
+    }
     for (off_t done = 0; err == 0 && done < st.st_size;) {
         ssize_t n = sendfile(fd, src, NULL, (size_t)(st.st_size - done));
         if (n < 0 && errno == EINTR) continue;

@@ -328,10 +328,15 @@ static long restrict_writes(const struct hg_spawn_args *a, int32_t *failed_index
             r = fd;
             break;
         }
+        // A file (a read-write file bind) takes only the rights that apply to files.
+        struct stat st;
+        uint64_t allowed = attr.handled_access_fs;
+        if (HG_SYS4(__NR_newfstatat, fd, "", &st, AT_EMPTY_PATH) == 0 && !S_ISDIR(st.st_mode))
+            allowed &= (1ull << 1) | (1ull << 14);  // WRITE_FILE, TRUNCATE
         struct __attribute__((packed)) {
             uint64_t allowed_access;
             int32_t parent_fd;
-        } beneath = {attr.handled_access_fs, (int32_t)fd};
+        } beneath = {allowed, (int32_t)fd};
         r = HG_SYS4(__NR_landlock_add_rule, ruleset, 1 /* LANDLOCK_RULE_PATH_BENEATH */, &beneath, 0);
         if (r < 0) *failed_index = (int32_t)i;
         HG_SYS1(__NR_close, fd);
@@ -482,14 +487,6 @@ static int child_main(void *opaque) {
     int init_fd = -1;
     r = arrange_fds(a, &report, &init_fd);
     if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
-    // Resource limits, soft and hard, once only the sandbox's own fds are left (a low
-    // nofile would refuse the handshake's fds). Raising one above the supervisor's own
-    // hard limit needs CAP_SYS_RESOURCE on the host, and fails here with EPERM.
-    for (size_t i = 0; i < a->rlimit_count; i++) {
-        uint64_t limit[2] = {a->rlimits[i].value, a->rlimits[i].value};
-        r = HG_SYS4(__NR_prlimit64, 0, a->rlimits[i].resource, limit, NULL);
-        if (r < 0) child_fail(report, HG_STEP_RLIMIT, r, (int32_t)i);
-    }
 
     HG_SYS1(__NR_umask, a->umask);
     r = drop_capabilities(a->keep_caps);
@@ -501,14 +498,28 @@ static int child_main(void *opaque) {
         r = restrict_writes(a, &index);
         if (r < 0) child_fail(report, HG_STEP_LANDLOCK, r, index);
     }
+    // Resource limits, soft and hard, once only the sandbox's own fds are left and nothing
+    // here opens another (a low nofile would refuse the handshake's fds or Landlock's).
+    // Raising one above the supervisor's own hard limit needs CAP_SYS_RESOURCE on the
+    // host, and fails here with EPERM.
+    for (size_t i = 0; i < a->rlimit_count; i++) {
+        uint64_t limit[2] = {a->rlimits[i].value, a->rlimits[i].value};
+        r = HG_SYS4(__NR_prlimit64, 0, a->rlimits[i].resource, limit, NULL);
+        if (r < 0) child_fail(report, HG_STEP_RLIMIT, r, (int32_t)i);
+    }
 
     // hangar-init inherits the report fd (to tell whether the command itself was
     // executed) and starts with no signal blocked. Both before seccomp: a profile
     // cannot take them away.
     r = HG_SYS3(__NR_fcntl, report, F_SETFD, 0);
     if (r < 0) child_fail(report, HG_STEP_FDS, r, -1);
-    uint64_t none = 0;
-    r = HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    // hangar-init waits for these with sigtimedwait: blocked from here on, a SIGTERM sent
+    // before init is ready stays pending instead of being dropped (init of a pid namespace
+    // ignores signals it has no handler for). Everything else is unblocked.
+    uint64_t handled = 0;
+    const int init_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+    for (size_t i = 0; i < sizeof init_signals / sizeof init_signals[0]; i++) handled |= 1ull << (init_signals[i] - 1);
+    r = HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &handled, NULL, 8);
     if (r < 0) child_fail(report, HG_STEP_SIGNALS, r, -1);
 
     const struct sock_filter *filter = a->seccomp_filters;
@@ -538,50 +549,46 @@ static int write_proc_file(pid_t pid, const char *name, const char *text) {
 
 /// The image as a detached, read-only mount whose owners are mapped through the
 /// child's user namespace: files owned by host root appear owned by root inside.
-/// The child of userns_with_map: waits until its parent has what it needs, then exits.
-static int hold_userns(void *pipe_read) {
-    char byte;
-    HG_SYS3(__NR_read, (long)(intptr_t)pipe_read, &byte, 1);
+/// The child of userns_with_map: it only has to exist while its parent opens its user
+/// namespace, and is then killed. It dies with the mapper thread too.
+static int hold_userns(void *unused) {
+    (void)unused;
+    HG_SYS5(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    for (;;) HG_SYS0(__NR_pause);
     return 0;
 }
 
 /// A user namespace whose uid and gid maps are `map` ("INSIDE OUTSIDE COUNT"), for idmapped
 /// mounts only: a short-lived child (sharing our memory, on a stack of its own) creates it,
-/// we write its maps and keep an fd of it. Returns the fd or a negative errno.
+/// we write its maps, keep an fd of it, and kill the child. Returns the fd or a negative
+/// errno. Only the mapper thread calls it (one at a time: the static stack).
 static int userns_with_map(const char *map) {
-    static char stack[16 * 1024] __attribute__((aligned(16)));
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+    static char stack[64 * 1024] __attribute__((aligned(16)));
     struct clone_args ca;
     memset(&ca, 0, sizeof ca);
     ca.flags = CLONE_VM | CLONE_NEWUSER;
     ca.exit_signal = SIGCHLD;
     ca.stack = (uint64_t)(uintptr_t)stack;
     ca.stack_size = sizeof stack;
-    long pid = hg_clone3_vm(&ca, sizeof ca, hold_userns, (void *)(intptr_t)fds[0]);
-    int result = pid < 0 ? (int)pid : 0;
+    // No handler of ours may run on the child's small stack: every signal stays blocked
+    // there (it inherits the mask), and here until the clone returned.
+    uint64_t all = ~0ull, saved = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &saved, 8);
+    long pid = hg_clone3_vm(&ca, sizeof ca, hold_userns, NULL);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
+    if (pid < 0) return (int)pid;
+    int result = write_proc_file((pid_t)pid, "setgroups", "deny");
+    if (result == 0) result = write_proc_file((pid_t)pid, "uid_map", map);
+    if (result == 0) result = write_proc_file((pid_t)pid, "gid_map", map);
     if (result == 0) {
-        result = write_proc_file((pid_t)pid, "setgroups", "deny");
-        if (result == 0) result = write_proc_file((pid_t)pid, "uid_map", map);
-        if (result == 0) result = write_proc_file((pid_t)pid, "gid_map", map);
         char path[64];
         snprintf(path, sizeof path, "/proc/%ld/ns/user", pid);
-        if (result == 0) {
-            result = open(path, O_RDONLY | O_CLOEXEC);
-            if (result < 0) result = -errno;
-        }
+        result = open(path, O_RDONLY | O_CLOEXEC);
+        if (result < 0) result = -errno;
     }
-    // The child has its own copy of the fd table, our write end included: a byte, not EOF.
-    if (pid > 0) {
-        while (write(fds[1], "x", 1) < 0 && errno == EINTR) {
-        }
+    kill((pid_t)pid, SIGKILL);
+    while (waitpid((pid_t)pid, NULL, __WALL) < 0 && errno == EINTR) {
     }
-    close(fds[1]);
-    if (pid > 0) {
-        while (waitpid((pid_t)pid, NULL, __WALL) < 0 && errno == EINTR) {
-        }
-    }
-    close(fds[0]);
     return result;
 }
 
@@ -614,7 +621,10 @@ static int idmapped_tree(int userns, int dirfd, const char *path, uint64_t attrs
     int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (path[0] == 0 ? AT_EMPTY_PATH : 0);
     int tree = (int)syscall(__NR_open_tree, dirfd, path, flags);
     if (tree < 0) return -errno;
-    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | attrs, .userns_fd = (uint64_t)userns};
+    // Private: a clone of a shared host mount would join its peer group, and mounts made
+    // below it in the sandbox would propagate to the host (and the host's into it).
+    struct mount_attr attr = {
+        .attr_set = MOUNT_ATTR_IDMAP | attrs, .userns_fd = (uint64_t)userns, .propagation = MS_PRIVATE};
     if (syscall(__NR_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
         int err = -errno;
         close(tree);

@@ -238,11 +238,12 @@ int hg_netns_create(void);
 /// Returns the fd or a negative errno.
 int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
-/// Moves bytes from `from` to `to` with splice(2) through a 1 MiB pipe until EOF or an
-/// error, storing CLOCK_MONOTONIC nanoseconds in *last_activity after each transfer; then
-/// shuts `to` down for writing. Blocks: run one per direction, each on its own thread.
-/// Returns the bytes moved.
-long hg_splice_one_way(int from, int to, volatile int64_t *last_activity);
+/// Moves bytes from `from` to `to` (blocking fds) with splice(2) through a 1 MiB pipe until
+/// EOF or an error, storing CLOCK_MONOTONIC nanoseconds in *last_activity after each
+/// transfer; then shuts `to` down for writing and sets *done (shared by the two
+/// directions: once one has finished, the other gives up after 60 silent seconds). Blocks:
+/// run one per direction, each on its own thread. Returns the bytes moved.
+long hg_splice_one_way(int from, int to, volatile int64_t *last_activity, volatile int *done);
 
 /// Relaxed atomic access to a value the pump writes.
 static inline int64_t hg_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }

@@ -81,7 +81,7 @@ static long execute(char **argv, char **envp) {
         const char *end = dir;
         while (*end && *end != ':') end++;
         size_t dir_length = (size_t)(end - dir);
-        if (dir_length + name_length + 2 <= sizeof candidate && name_length > 0) {
+        if (dir_length + name_length + 3 <= sizeof candidate && name_length > 0) {
             size_t n = 0;
             for (size_t i = 0; i < dir_length; i++) candidate[n++] = dir[i];
             if (dir_length == 0) candidate[n++] = '.';
@@ -269,7 +269,7 @@ __attribute__((used)) void hangar_init_main(long *stack) {
         supervise(&command);
     }
     long control = argc == 4 ? parse_fd(argv[3]) : -1;
-    if (same(argv[1], "standby") && first >= 0 && control >= 0) {
+    if (control >= 0 && first >= 0 && same(argv[1], "standby")) {
         // Signals stay blocked while waiting: a prepared sandbox is dropped with SIGKILL.
         uint64_t all = ~0ull;
         HG_SYS4(__NR_rt_sigprocmask, SIG_SETMASK, &all, NULL, 8);

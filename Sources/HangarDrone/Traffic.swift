@@ -45,12 +45,18 @@ public final class Traffic: Sendable {
             }
         }
         let pointer = activityCell
+        // Set by the first direction to finish; the other then stops after 60 silent seconds.
+        let oneDone = UnsafeSendableFlag()
         for (from, to) in [(client, backend), (backend, client)] {
             let started = startThread {
-                _ = hg_splice_one_way(from, to, pointer.pointer)
+                _ = hg_splice_one_way(from, to, pointer.pointer, oneDone.pointer)
                 done()
+                oneDone.release()
             }
-            if started != 0 { done() }
+            if started != 0 {
+                done()
+                oneDone.release()
+            }
         }
     }
 
@@ -79,5 +85,20 @@ enum UnsafeAtomicLoad {
 
     static func store(_ pointer: UnsafeMutablePointer<Int64>, _ value: Int64) {
         hg_atomic_store_i64(pointer, value)
+    }
+}
+
+/// An int the two pump threads share (the first to finish sets it); freed by the second.
+final class UnsafeSendableFlag: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Int32>
+    private let users = Atomic<Int>(2)
+
+    init() {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: 0)
+    }
+
+    func release() {
+        if users.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { pointer.deallocate() }
     }
 }

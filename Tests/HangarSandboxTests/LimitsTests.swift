@@ -256,6 +256,35 @@ struct LimitsTests {
         await expectHostClean()
     }
 
+    @Test("mounts made below a host bind stay in the sandbox; a read-write file bind is writable under Landlock")
+    func bindPropagationAndFileBind() async throws {
+        var template = Array("/tmp/hangar-bind-XXXXXX".utf8CString)
+        let directory = String(cString: try #require(mkdtemp(&template)))
+        mkdir(directory + "/tmp", 0o755)
+        let file = directory + "/data.txt"
+        let fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        close(fd)
+        try #require(chown(file, 900_000_000, 900_000_000) == 0)  // root inside
+        defer {
+            unlink(file)
+            rmdir(directory + "/tmp")
+            rmdir(directory)
+        }
+        var spec = try TestSandbox.shell(
+            "grep -c ' /app/tmp ' /proc/self/mountinfo; echo written > /data.txt && echo file-ok; grep -c shared: /proc/self/mountinfo")
+        spec.mounts = [
+            .bind(source: directory, target: "/app", readOnly: true), .tmpfs(target: "/app/tmp", size: .mebibytes(1)),
+            .bind(source: file, target: "/data.txt", readOnly: false),
+        ]
+        let result = try await TestSandbox.run(spec)
+        #expect(result.stdout == "1\nfile-ok\n0\n", "\(result.stdout)\(result.stderr)")
+        #expect(readFile(file) == "written\n")
+        // The tmpfs mounted at /app/tmp never showed up at the bind's source on the host.
+        let hostMounts = readFile("/proc/self/mountinfo") ?? ""
+        #expect(!hostMounts.contains(directory), "a sandbox mount propagated to the host")
+        await expectHostClean()
+    }
+
     @Test("Landlock: with a read-only root, writes outside /dev and the read-write mounts are refused")
     func landlock() async throws {
         var spec = try TestSandbox.shell(
