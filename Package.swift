@@ -27,7 +27,7 @@ let package = Package(
             exclude: ["init"],
             // -fno-builtin: no loop may become a libc call in the child between clone and exec.
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-fno-stack-protector", "-fno-builtin"])],
-            linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]
+            linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap"), .linkedLibrary("crypto")]
         ),
         .executableTarget(
             name: "hangar-init",
@@ -61,7 +61,10 @@ let package = Package(
         ),
         .target(
             name: "HangarDrone",
-            dependencies: ["CShims", "HangarCore", "HangarSandbox", "HangarPolicy"],
+            dependencies: [
+                "CShims", "HangarCore", "HangarSandbox", "HangarPolicy",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictness
         ),
         .target(
@@ -104,7 +107,10 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarDroneTests",
-            dependencies: ["HangarDrone", "HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],
+            dependencies: [
+                "HangarDrone", "HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictness
         ),
         .testTarget(

@@ -141,3 +141,8 @@ done:
     __atomic_store_n(peer_done, 1, __ATOMIC_RELAXED);
     return total;
 }
+
+int hg_accept_cloexec(int listener) {
+    int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}

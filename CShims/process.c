@@ -8,6 +8,9 @@
 #include <string.h>
 #include <linux/loop.h>
 #include <linux/openat2.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <sys/capability.h>
 #include <sys/ioctl.h>
@@ -162,4 +165,13 @@ int hg_probe_pidfd(void) {
     if (fd < 0) return -errno;
     close((int)fd);
     return 0;
+}
+
+int hg_hmac_sha256(const void *key, size_t key_length, const void *data, size_t length, uint8_t out[32]) {
+    unsigned int size = 32;
+    return HMAC(EVP_sha256(), key, (int)key_length, data, length, out, &size) != NULL && size == 32 ? 0 : -EINVAL;
+}
+
+int hg_equal_constant_time(const void *a, const void *b, size_t length) {
+    return CRYPTO_memcmp(a, b, length) == 0;
 }

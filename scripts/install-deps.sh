@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
     libseccomp-dev   # seccomp programs (CShims)
     libcap-dev       # capability names and counts (CShims)
+    libssl-dev       # HMAC-SHA256 for the drone's ingress preface (libcrypto)
     busybox-static   # the busybox image
     debootstrap      # the python image
     bubblewrap       # the peer in `hangar bench spawn`

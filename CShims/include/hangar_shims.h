@@ -245,6 +245,9 @@ int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 /// run one per direction, each on its own thread. Returns the bytes moved.
 long hg_splice_one_way(int from, int to, volatile int64_t *last_activity, volatile int *done);
 
+/// accept4(listener, SOCK_CLOEXEC): the fd, or a negative errno.
+int hg_accept_cloexec(int listener);
+
 /// Relaxed atomic access to a value the pump writes.
 static inline int64_t hg_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void hg_atomic_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
@@ -308,6 +311,10 @@ int hg_loop_attach(int file_fd, char *path, size_t path_size);
 int hg_probe_landlock(void);
 int hg_probe_clone3(void);
 int hg_probe_pidfd(void);
+/// HMAC-SHA256 of data under key (libcrypto). 0 or a negative errno.
+int hg_hmac_sha256(const void *key, size_t key_length, const void *data, size_t length, uint8_t out[32]);
+/// 1 when the two buffers are equal, compared in constant time.
+int hg_equal_constant_time(const void *a, const void *b, size_t length);
 /// setxattr(path, name, value, size, 0). 0 or a negative errno.
 int hg_setxattr(const char *path, const char *name, const void *value, size_t size);
 /// setpriority(PRIO_PROCESS, pid, nice). 0 or a negative errno.

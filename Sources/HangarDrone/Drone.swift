@@ -148,9 +148,14 @@ public final class Drone: Sendable {
             }
             return
         }
-        let ready = await Readiness.wait(
+        switch await Readiness.outcome(
             for: sandbox, port: backend.port, probe: configuration.probe, timeout: configuration.startupTimeout)
-        if !ready {
+        {
+        case .ready:
+            break
+        case .ended:
+            return  // its end (exit code, oom) is applied by the task that awaits the outcome
+        case .timedOut:
             backend.terminate(.startupTimeout)
             return
         }

@@ -19,15 +19,30 @@ public enum Readiness {
     public static func wait(
         for sandbox: Sandbox, port: UInt16, probe: ReadinessProbe, timeout: Duration
     ) async -> Bool {
+        await outcome(for: sandbox, port: port, probe: probe, timeout: timeout) == .ready
+    }
+
+    /// How waiting for readiness ended.
+    public enum Result: Sendable, Equatable {
+        case ready
+        /// The sandbox ended first.
+        case ended
+        case timedOut
+    }
+
+    /// As `wait`, telling a backend that ended apart from one that stayed silent.
+    public static func outcome(
+        for sandbox: Sandbox, port: UInt16, probe: ReadinessProbe, timeout: Duration
+    ) async -> Result {
         let deadline = ContinuousClock.now + timeout
         var pause = Duration.milliseconds(1)
         while ContinuousClock.now < deadline {
-            if answers(sandbox, port: port, probe: probe) { return true }
-            if kill(sandbox.pid, 0) != 0 { return false }
+            if answers(sandbox, port: port, probe: probe) { return .ready }
+            if kill(sandbox.pid, 0) != 0 { return .ended }
             try? await Task.sleep(for: pause)
             pause = min(pause * 2, .milliseconds(50))
         }
-        return false
+        return .timedOut
     }
 
     /// One attempt.

@@ -4,6 +4,7 @@ import HangarDrone
 import HangarPolicy
 import HangarSandbox
 import HangarTestSupport
+import Logging
 import Testing
 
 /// Backends on a drone, with real servers in real sandboxes.
@@ -190,6 +191,53 @@ struct DroneTests {
         await expectHostClean()
     }
 
+    @Test("ingress: a signed preface reaches the backend; a missing, wrong or stale one is refused and reaches nothing")
+    func ingress() async throws {
+        let drone = drone()
+        let secret = Array("an ingress secret of enough bytes".utf8)
+        let listener = try IngressListener(drone: drone, secret: secret, port: 0, logger: Logger(label: "test"))
+        defer { listener.close() }
+        let backend = try drone.spawn(try httpServer(key: "ingress"))
+        await waitFor(.ready, backend)
+
+        func exchange(_ preface: String) throws -> String {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = listener.port.bigEndian
+            address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw TestFailure("connect: errno \(errno)") }
+            let message = preface + "GET /env HTTP/1.0\r\n\r\n"
+            _ = message.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                bytes += buffer.prefix(n)
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+
+        let good = try exchange(IngressPreface.make(backend: backend.id, secret: secret))
+        #expect(good.hasPrefix("HTTP/1.0 200"), "\(good.prefix(60))")
+        let requestsSeen = backend.logs.text.components(matching: "GET /env")
+        #expect(try exchange("").isEmpty, "no preface")
+        #expect(try exchange(IngressPreface.make(backend: backend.id, secret: Array("another secret of enough bytes".utf8))).isEmpty)
+        #expect(try exchange(IngressPreface.make(backend: backend.id, secret: secret, now: Int(time(nil)) - 3600)).isEmpty)
+        #expect(try exchange(IngressPreface.make(backend: "bk-nosuchbackend", secret: secret)).isEmpty)
+        #expect(listener.refused == [.malformed, .badSignature, .expired, .unknownBackend], "\(listener.refused)")
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(backend.logs.text.components(matching: "GET /env") == requestsSeen, "no refused byte reached the backend")
+        backend.terminate(.external)
+        _ = await backend.terminated()
+        await expectHostClean()
+    }
+
     @Test("a terminate while loading or starting ends the backend")
     func terminateEarly() async throws {
         let drone = drone()
@@ -236,4 +284,17 @@ struct LoopbackPair {
     }
 
     func closeOuter() { close(outer) }
+}
+
+extension String {
+    /// How many times `needle` occurs.
+    func components(matching needle: String) -> Int {
+        var count = 0
+        var rest = self[...]
+        while let range = rest.firstRange(of: needle) {
+            count += 1
+            rest = rest[range.upperBound...]
+        }
+        return count
+    }
 }
