@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make dev` until the controller exists: a short tour of `hangar run` and `hangar policy`.
+# `make dev` until the controller exists: a short tour of `hangar run`, `hangar policy` and
+# `hangar doctor`, then the most complete thing there is: `hangar drone`, in the foreground.
 set -euo pipefail
 hangar=${1:?usage: demo.sh HANGAR_BINARY}
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
@@ -34,4 +35,13 @@ Try it yourself:
   $hangar policy check policies/python.toml
   $hangar doctor --attack               # the isolation attack suite on this host
   $hangar bench spawn                   # spawn latency against bwrap and posix_spawn
+
+Now the drone runs (Ctrl-C stops it and every backend). From another shell:
+  curl --unix-socket /run/hangar/drone.sock -X POST -H 'content-type: application/json' \\
+       -d '{"key": "doc-1", "image": "python", "command": ["python3", "-m", "http.server", "8080"]}' \\
+       http://drone/backends
+  curl --unix-socket /run/hangar/drone.sock http://drone/backends
+  curl --unix-socket /run/hangar/drone.sock http://drone/metrics
 MSG
+
+exec "$hangar" drone --socket /run/hangar/drone.sock

@@ -30,8 +30,18 @@ public final class HangarProcess: Sendable {
         try await start(arguments).finish()
     }
 
+    /// Runs another program (a real client such as curl) to its end.
+    public static func run(program: String, _ arguments: [String]) async throws -> Result {
+        try await start(program: program, arguments).finish()
+    }
+
     /// Starts `hangar arguments…` with stdin on /dev/null.
     public static func start(_ arguments: [String]) throws -> HangarProcess {
+        try start(program: executable, arguments)
+    }
+
+    /// Starts `program arguments…` with stdin on /dev/null.
+    public static func start(program: String, _ arguments: [String]) throws -> HangarProcess {
         let out = try Pipe()
         let err = try Pipe()
         var actions = posix_spawn_file_actions_t()
@@ -51,7 +61,7 @@ public final class HangarProcess: Sendable {
         posix_spawnattr_setsigdefault(&attributes, &all)
         posix_spawnattr_setsigmask(&attributes, &none)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        let path = executable
+        let path = program
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0

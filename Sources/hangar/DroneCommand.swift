@@ -1,0 +1,86 @@
+import ArgumentParser
+import Glibc
+import HangarCore
+import HangarDrone
+import HangarPolicy
+import HangarSandbox
+import Hummingbird
+import Logging
+
+/// `hangar drone`: runs backends on this host, commanded through its admin API.
+struct DroneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drone",
+        abstract: "Run backends on this host; commands come through the admin API on a unix socket.",
+        discussion: """
+            The admin API (HTTP on --socket): POST /backends, GET /backends, GET /backends/ID, \\
+            POST /backends/ID/terminate, GET /backends/ID/logs, GET /metrics. With --ingress-port, \\
+            proxies on other hosts reach backends through one TCP port, each connection opened by \\
+            a preface signed with HANGAR_INGRESS_SECRET (at least 16 bytes).
+            """)
+
+    @Option(help: ArgumentHelp("The admin API's unix socket.", valueName: "path"))
+    var socket = "/run/hangar/drone.sock"
+
+    @Option(help: ArgumentHelp("Listen for proxies on this TCP port (0: any free port).", valueName: "port"))
+    var ingressPort: UInt16?
+
+    @Option(help: ArgumentHelp("The ingress port's address.", valueName: "ipv4"))
+    var ingressAddress = "127.0.0.1"
+
+    @Option(help: ArgumentHelp("At most this many backends at once.", valueName: "n"))
+    var maxBackends = 100
+
+    @Option(help: ArgumentHelp("Backends' memory limits may add up to at most this.", valueName: "size"))
+    var memoryBudget: String?
+
+    @Option(help: ArgumentHelp("Where backends' logs go (none: memory only).", valueName: "dir"))
+    var logDirectory = "/var/log/hangar"
+
+    func validate() throws {
+        if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1") }
+    }
+
+    func run() async throws {
+        var configuration = DroneConfiguration()
+        configuration.maxBackends = maxBackends
+        configuration.memoryBudget = try await commandLineErrors { try memoryBudget.map { try ByteSize(parsing: $0) } }
+        configuration.logDirectory = logDirectory == "none" ? nil : logDirectory
+        let logger = Logger(label: "hangar.drone")
+        let runtime = try await commandLineErrors {
+            try SandboxRuntime(configuration: .fromEnvironment(), logger: logger)
+        }
+        defer { runtime.finish() }
+        let drone = Drone(
+            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
+            host: .fromEnvironment(), configuration: configuration)
+        var ingress: IngressListener?
+        if let ingressPort {
+            guard let secret = getenv("HANGAR_INGRESS_SECRET").map({ Array(String(cString: $0).utf8) }) else {
+                throw ValidationError("--ingress-port needs HANGAR_INGRESS_SECRET (at least 16 bytes)")
+            }
+            do {
+                ingress = try IngressListener(
+                    drone: drone, secret: secret, address: ingressAddress, port: ingressPort, logger: logger)
+            } catch {
+                FileHandleStandardError.write("hangar: \(error)\n")
+                throw ExitCode(1)
+            }
+        }
+        defer { ingress?.close() }
+        let banner =
+            "hangar drone: admin API on unix:\(socket)" + (ingress.map { ", ingress on \(ingressAddress):\($0.port)" } ?? "") + "\n"
+        try? makeDirectories(String(socket.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")))
+        unlink(socket)  // a socket left by an earlier drone
+        let app = Application(
+            router: AdminAPI.router(for: drone),
+            configuration: .init(address: .unixDomainSocket(path: socket), serverName: "hangar-drone"),
+            onServerRunning: { _ in
+                _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
+            },
+            logger: logger)
+        try await app.runService()
+        for backend in drone.running { backend.terminate(.external) }
+        for backend in drone.allBackends { _ = await backend.terminated() }
+    }
+}

@@ -1,0 +1,64 @@
+import Glibc
+import HangarSandbox
+import HangarTestSupport
+import Testing
+
+/// `hangar drone` and its admin API, driven with curl over the unix socket.
+@Suite("hangar drone", .serialized, .timeLimit(.minutes(2)))
+struct DroneCommandTests {
+    let before = HostState.capture()
+
+    func curl(_ socket: String, _ arguments: [String]) async throws -> (code: Int, body: String) {
+        let result = try await HangarProcess.run(
+            program: "/usr/bin/curl", ["-s", "--unix-socket", socket, "-w", "\n%{http_code}"] + arguments)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    @Test("spawn, list, inspect, logs, metrics and terminate through the admin API; bad requests are refused")
+    func adminAPI() async throws {
+        let socket = "/tmp/hangar-drone-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let drone = try HangarProcess.start(["drone", "--socket", socket, "--log-directory", "none"])
+        try await drone.waitForOutput("admin API on unix:\(socket)")
+        let base = "http://drone"
+
+        let body = #"{"key": "doc-1", "image": "busybox", "command": ["sh", "-c", "echo hello from the backend; exec httpd -f -p 127.0.0.1:8080 -h /etc"]}"#
+        let spawned = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", body, base + "/backends"])
+        #expect(spawned.code == 201, "\(spawned.body)")
+        let id = try #require(spawned.body.firstMatch(of: /"id":"(bk-[0-9a-f]+)"/)?.1).description
+
+        var status = ""
+        for _ in 0..<100 {
+            status = try await curl(socket, [base + "/backends/\(id)"]).body
+            if status.contains(#""status":"ready""#) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(status.contains(#""status":"ready""#), "\(status)")
+        #expect(try await curl(socket, [base + "/backends"]).body.contains(id))
+        #expect(try await curl(socket, [base + "/backends/\(id)/logs"]).body.contains("hello from the backend"))
+        let metrics = try await curl(socket, [base + "/metrics"])
+        #expect(metrics.body.contains("hangar_backends{status=\"ready\"} 1"))
+
+        let bad = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", #"{"key": "x", "image": "../etc"}"#, base + "/backends"])
+        #expect(bad.code == 400 && bad.body.contains("image"), "\(bad)")
+        let notJSON = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", "{", base + "/backends"])
+        #expect(notJSON.code == 400)
+        #expect(try await curl(socket, [base + "/backends/bk-0000"]).code == 404)
+
+        let terminated = try await curl(socket, ["-X", "POST", base + "/backends/\(id)/terminate"])
+        #expect(terminated.code == 202)
+        for _ in 0..<100 {
+            status = try await curl(socket, [base + "/backends/\(id)"]).body
+            if status.contains(#""status":"terminated""#) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(status.contains(#""reason":"external""#), "\(status)")
+
+        kill(drone.pid, SIGTERM)
+        let end = try await drone.finish()
+        #expect(end.status == 0, "\(end.stderr)")
+        unlink(socket)
+        let after = await HostState.settled(to: before)
+        #expect(after == before)
+    }
+}
