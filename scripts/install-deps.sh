@@ -5,6 +5,7 @@ packages=(
     libseccomp-dev   # seccomp programs (CShims)
     libcap-dev       # capability names and counts (CShims)
     libssl-dev       # HMAC-SHA256 for the drone's ingress preface (libcrypto)
+    libsqlite3-dev   # the drone's state (GRDB over the system SQLite)
     busybox-static   # the busybox image
     debootstrap      # the python image
     bubblewrap       # the peer in `hangar bench spawn`

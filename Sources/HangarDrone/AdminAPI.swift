@@ -12,6 +12,7 @@ import Hummingbird
 ///     GET  /backends/{id}             one
 ///     POST /backends/{id}/terminate   terminate (reason external)
 ///     GET  /backends/{id}/logs        its stdout and stderr as kept in memory
+///     GET  /events                    status changes not yet acknowledged (the store's log)
 ///     GET  /metrics                   Prometheus text
 public enum AdminAPI {
     /// A spawn request as JSON.
@@ -45,13 +46,37 @@ public enum AdminAPI {
 
         init(_ backend: Backend) {
             let state = backend.current
-            id = backend.id
-            key = backend.key
-            status = state.status.description
-            status_code = state.status.rawValue
-            reason = state.reason?.rawValue
-            exit_code = state.exitCode
+            self.init(id: backend.id, key: backend.key, status: state.status, reason: state.reason, exitCode: state.exitCode)
         }
+
+        init(id: String, key: String, status: BackendStatus, reason: TerminationReason?, exitCode: Int32?) {
+            self.id = id
+            self.key = key
+            self.status = status.description
+            status_code = status.rawValue
+            self.reason = reason?.rawValue
+            exit_code = exitCode
+        }
+    }
+
+    public struct EventView: ResponseEncodable, Sendable {
+        public var id: Int64
+        public var backend: String
+        public var status: String
+        public var reason: String?
+        public var exit_code: Int32?
+
+        init(_ event: DroneStore.Event) {
+            id = event.id
+            backend = event.backend
+            status = event.status.description
+            reason = event.reason?.rawValue
+            exit_code = event.exitCode
+        }
+    }
+
+    public struct EventList: ResponseEncodable, Sendable {
+        public var events: [EventView]
     }
 
     public struct BackendList: ResponseEncodable, Sendable {
@@ -80,7 +105,16 @@ public enum AdminAPI {
             BackendList(backends: drone.allBackends.sorted { $0.id < $1.id }.map(BackendView.init))
         }
         router.get("/backends/:id") { _, context in
-            BackendView(try backend(drone, context))
+            let id = try context.parameters.require("id")
+            if let backend = drone.backend(id) { return BackendView(backend) }
+            // One of a previous run, from the drone's store.
+            guard let stored = try drone.store?.state(of: id) else {
+                throw HTTPError(.notFound, message: "no backend \(id) on this drone")
+            }
+            return BackendView(id: id, key: "", status: stored.status, reason: stored.reason, exitCode: nil)
+        }
+        router.get("/events") { _, _ in
+            EventList(events: try drone.store?.unacknowledged().map(EventView.init) ?? [])
         }
         router.post("/backends/:id/terminate") { _, context -> EditedResponse<BackendView> in
             let backend = try backend(drone, context)

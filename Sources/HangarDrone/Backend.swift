@@ -43,9 +43,15 @@ public final class Backend: Sendable {
     private let waiters = Mutex<[(status: BackendStatus, continuation: CheckedContinuation<BackendState, Never>)]>([])
     let port: UInt16
     let grace: Duration
+    /// Told of every status change (the drone's store), outside the state lock.
+    let onChange: (@Sendable (BackendState) -> Void)?
 
-    init(id: String, key: String, port: UInt16, grace: Duration, logs: LogBuffer) {
+    init(
+        id: String, key: String, port: UInt16, grace: Duration, logs: LogBuffer,
+        onChange: (@Sendable (BackendState) -> Void)? = nil
+    ) {
         self.logs = logs
+        self.onChange = onChange
         self.id = id
         self.key = key
         self.port = port
@@ -128,6 +134,7 @@ public final class Backend: Sendable {
             }
             return (before, state, woken)
         }
+        if after.status != before.status { onChange?(after) }
         woken.forEach { $0.resume(returning: after) }
         return (before, after)
     }

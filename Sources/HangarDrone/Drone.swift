@@ -35,14 +35,17 @@ public final class Drone: Sendable {
     let images: ImageStore
     let host: Policy.HostSettings
     let configuration: DroneConfiguration
+    /// Where backends and their events are recorded; nil: memory only.
+    public let store: DroneStore?
     private let backends = Mutex<[String: (backend: Backend, memory: UInt64)]>([:])
     let counters = DroneCounters()
     private let null = open("/dev/null", O_RDWR | O_CLOEXEC)
 
     public init(
         runtime: SandboxRuntime, policies: PolicyLoader, images: ImageStore, host: Policy.HostSettings = .init(),
-        configuration: DroneConfiguration = .init()
+        configuration: DroneConfiguration = .init(), store: DroneStore? = nil
     ) {
+        self.store = store
         self.runtime = runtime
         self.policies = policies
         self.images = images
@@ -55,6 +58,13 @@ public final class Drone: Sendable {
     /// Backends that are not terminated.
     public var running: [Backend] {
         backends.withLock { $0.values.map(\.backend) }.filter { $0.current.status != .terminated }
+    }
+
+    /// Records the backends a previous run of this drone left unterminated as terminated,
+    /// reason lost (they died with it: PR_SET_PDEATHSIG, and the runtime's cgroup sweep
+    /// removed what was left). Call once, at start. Returns their ids.
+    public func recover() throws(DroneError) -> [String] {
+        try store?.recoverLost() ?? []
     }
 
     /// Every backend it has had, terminated ones included.
@@ -79,7 +89,14 @@ public final class Drone: Sendable {
         let id = "bk-" + String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(16)
         let port = UInt16(policy.network.port ?? Int(configuration.defaultPort))
         let logs = LogBuffer(capacity: configuration.logCapacity, directory: configuration.logDirectory, name: id)
-        let backend = Backend(id: id, key: request.key, port: port, grace: configuration.gracePeriod, logs: logs)
+        let image = request.image.rawValue
+        let key = request.key
+        var onChange: (@Sendable (BackendState) -> Void)?
+        if let store {
+            onChange = { state in store.record(id: id, key: key, image: image, state: state) }
+        }
+        let backend = Backend(
+            id: id, key: key, port: port, grace: configuration.gracePeriod, logs: logs, onChange: onChange)
         try backends.withLock { (table) throws(DroneError) in
             let live = table.values.filter { $0.backend.current.status != .terminated }
             guard live.count < configuration.maxBackends else {
@@ -94,6 +111,7 @@ public final class Drone: Sendable {
             }
             table[id] = (backend, memory)
         }
+        onChange?(backend.current)  // scheduled: accepted
         counters.spawned()
         Task { await run(backend, request: request, policy: policy) }
         return backend

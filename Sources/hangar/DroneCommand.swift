@@ -37,6 +37,9 @@ struct DroneCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where backends' logs go (none: memory only).", valueName: "dir"))
     var logDirectory = "/var/log/hangar"
 
+    @Option(help: ArgumentHelp("The drone's state (SQLite; :memory: for none).", valueName: "path"))
+    var state = "/var/lib/hangar/drone.sqlite"
+
     func validate() throws {
         if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1") }
     }
@@ -51,9 +54,25 @@ struct DroneCommand: AsyncParsableCommand {
             try SandboxRuntime(configuration: .fromEnvironment(), logger: logger)
         }
         defer { runtime.finish() }
+        let store: DroneStore
+        do {
+            store = try DroneStore(path: state)
+        } catch {
+            FileHandleStandardError.write("hangar: \(error)\n")
+            throw ExitCode(1)
+        }
         let drone = Drone(
             runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-            host: .fromEnvironment(), configuration: configuration)
+            host: .fromEnvironment(), configuration: configuration, store: store)
+        do {
+            let lost = try drone.recover()
+            if !lost.isEmpty {
+                FileHandleStandardError.write("hangar drone: \(lost.count) backends of the previous run recorded as lost\n")
+            }
+        } catch {
+            FileHandleStandardError.write("hangar: \(error)\n")
+            throw ExitCode(1)
+        }
         var ingress: IngressListener?
         if let ingressPort {
             guard let secret = getenv("HANGAR_INGRESS_SECRET").map({ Array(String(cString: $0).utf8) }) else {

@@ -18,7 +18,7 @@ struct DroneCommandTests {
     @Test("spawn, list, inspect, logs, metrics and terminate through the admin API; bad requests are refused")
     func adminAPI() async throws {
         let socket = "/tmp/hangar-drone-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let drone = try HangarProcess.start(["drone", "--socket", socket, "--log-directory", "none"])
+        let drone = try HangarProcess.start(["drone", "--socket", socket, "--log-directory", "none", "--state", ":memory:"])
         try await drone.waitForOutput("admin API on unix:\(socket)")
         let base = "http://drone"
 
@@ -60,5 +60,39 @@ struct DroneCommandTests {
         unlink(socket)
         let after = await HostState.settled(to: before)
         #expect(after == before)
+    }
+
+    @Test("a drone killed with SIGKILL and restarted records its backends as lost and leaves nothing behind")
+    func restartAfterKill() async throws {
+        let socket = "/tmp/hangar-drone-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let state = "/tmp/hangar-drone-\(UInt32.random(in: 0...UInt32.max)).sqlite"
+        defer {
+            for suffix in ["", "-wal", "-shm"] { unlink(state + suffix) }
+            unlink(socket)
+        }
+        let arguments = ["drone", "--socket", socket, "--log-directory", "none", "--state", state]
+        let first = try HangarProcess.start(arguments)
+        try await first.waitForOutput("admin API on unix:\(socket)")
+        let body = #"{"key": "doc-1", "image": "busybox", "command": ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]}"#
+        let spawned = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", body, "http://drone/backends"])
+        let id = try #require(spawned.body.firstMatch(of: /"id":"(bk-[0-9a-f]+)"/)?.1).description
+        for _ in 0..<100 where !(try await curl(socket, ["http://drone/backends/\(id)"]).body.contains(#""status":"ready""#)) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(!HostState.processesWithSandboxUIDs().isEmpty, "the backend runs")
+        kill(first.pid, SIGKILL)
+        _ = try await first.finish()
+
+        let second = try HangarProcess.start(arguments)
+        try await second.waitForOutput("admin API on unix:\(socket)")
+        let recovered = try await curl(socket, ["http://drone/backends/\(id)"])
+        #expect(recovered.body.contains(#""status":"terminated""#) && recovered.body.contains(#""reason":"lost""#), "\(recovered.body)")
+        let events = try await curl(socket, ["http://drone/events"]).body
+        #expect(events.contains(#""reason":"lost""#), "\(events)")
+        kill(second.pid, SIGTERM)
+        let end = try await second.finish()
+        #expect(end.stderr.contains("1 backends of the previous run recorded as lost"), "\(end.stderr)")
+        let after = await HostState.settled(to: before)
+        #expect(after == before, "no sandbox, mount or cgroup is left")
     }
 }

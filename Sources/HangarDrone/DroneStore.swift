@@ -1,0 +1,130 @@
+import GRDB
+import Glibc
+import HangarCore
+import HangarSandbox
+
+/// The drone's state on disk (SQLite through GRDB): every backend with its latest state,
+/// and an event log of status changes with ids, for the controller to read and
+/// acknowledge. A drone that starts after a crash finds its previous backends here.
+public final class DroneStore: Sendable {
+    let database: DatabaseQueue
+
+    /// One status change of one backend.
+    public struct Event: Sendable, Equatable {
+        public let id: Int64
+        public let backend: String
+        public let status: BackendStatus
+        public let reason: TerminationReason?
+        public let exitCode: Int32?
+    }
+
+    /// Opens (and creates, or migrates) the database at `path`; ":memory:" for a store
+    /// that lives as long as the process.
+    public init(path: String) throws(DroneError) {
+        do {
+            if path != ":memory:" {
+                let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+                if !directory.isEmpty { try? makeDirectories(directory) }
+            }
+            database = path == ":memory:" ? try DatabaseQueue() : try DatabaseQueue(path: path)
+            var migrator = DatabaseMigrator()
+            migrator.registerMigration("1: backends and events") { db in
+                try db.create(table: "backend") { t in
+                    t.primaryKey("id", .text)
+                    t.column("key", .text).notNull()
+                    t.column("image", .text).notNull()
+                    t.column("status", .integer).notNull()
+                    t.column("reason", .text)
+                    t.column("exitCode", .integer)
+                }
+                try db.create(table: "event") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("backend", .text).notNull().references("backend")
+                    t.column("status", .integer).notNull()
+                    t.column("reason", .text)
+                    t.column("exitCode", .integer)
+                    t.column("acked", .boolean).notNull().defaults(to: false)
+                }
+            }
+            try migrator.migrate(database)
+        } catch {
+            throw DroneError("the drone's state in \(path): \(error)")
+        }
+    }
+
+    /// Records a backend's new state and the event.
+    func record(id: String, key: String, image: String, state: BackendState) {
+        do {
+            try database.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO backend (id, key, image, status, reason, exitCode) VALUES (?, ?, ?, ?, ?, ?)
+                        ON CONFLICT(id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                        exitCode = excluded.exitCode
+                        """,
+                    arguments: [id, key, image, state.status.rawValue, state.reason?.rawValue, state.exitCode])
+                try db.execute(
+                    sql: "INSERT INTO event (backend, status, reason, exitCode) VALUES (?, ?, ?, ?)",
+                    arguments: [id, state.status.rawValue, state.reason?.rawValue, state.exitCode])
+            }
+        } catch {
+            // The drone goes on; the controller protocol replays from what was stored.
+            FileError.report("recording backend \(id): \(error)")
+        }
+    }
+
+    /// Backends a previous run left unterminated: they died with it (PR_SET_PDEATHSIG and
+    /// the cgroup sweep); recorded now as terminated, reason lost. Returns their ids.
+    func recoverLost() throws(DroneError) -> [String] {
+        do {
+            return try database.write { db in
+                let ids = try String.fetchAll(db, sql: "SELECT id FROM backend WHERE status < ? ORDER BY id", arguments: [BackendStatus.terminated.rawValue])
+                for id in ids {
+                    try db.execute(
+                        sql: "UPDATE backend SET status = ?, reason = ? WHERE id = ?",
+                        arguments: [BackendStatus.terminated.rawValue, TerminationReason.lost.rawValue, id])
+                    try db.execute(
+                        sql: "INSERT INTO event (backend, status, reason) VALUES (?, ?, ?)",
+                        arguments: [id, BackendStatus.terminated.rawValue, TerminationReason.lost.rawValue])
+                }
+                return ids
+            }
+        } catch {
+            throw DroneError("recovering the previous run's backends: \(error)")
+        }
+    }
+
+    /// Events not yet acknowledged, oldest first.
+    public func unacknowledged(limit: Int = 1000) throws -> [Event] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE acked = 0 ORDER BY id LIMIT ?", arguments: [limit]).map { row in
+                Event(
+                    id: row["id"], backend: row["backend"], status: BackendStatus(rawValue: row["status"]) ?? .terminated,
+                    reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exitCode"])
+            }
+        }
+    }
+
+    /// Acknowledges every event up to and including `id`.
+    public func acknowledge(upTo id: Int64) throws {
+        try database.write { try $0.execute(sql: "UPDATE event SET acked = 1 WHERE id <= ?", arguments: [id]) }
+    }
+
+    /// A backend's last recorded state.
+    public func state(of id: String) throws -> (status: BackendStatus, reason: TerminationReason?)? {
+        try database.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT status, reason FROM backend WHERE id = ?", arguments: [id]) else {
+                return nil
+            }
+            return (BackendStatus(rawValue: row["status"]) ?? .terminated, (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)))
+        }
+    }
+}
+
+/// Errors that have nowhere to go but the log.
+enum FileError {
+    static func report(_ message: String) {
+        let line = "hangar drone: \(message)\n"
+        _ = line.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
+    }
+}
