@@ -1,6 +1,8 @@
 import HangarCore
 import HangarPolicy
+import HTTPTypes
 import Hummingbird
+import NIOCore
 
 /// The drone's admin API (HTTP, served on a unix socket by `hangar drone`): spawn,
 /// list, inspect, terminate, logs, metrics. An operator tool that stays once the
@@ -11,7 +13,9 @@ import Hummingbird
 ///     GET  /backends                  every backend
 ///     GET  /backends/{id}             one
 ///     POST /backends/{id}/terminate   terminate (reason external)
-///     GET  /backends/{id}/logs        its stdout and stderr as kept in memory
+///     GET  /backends/{id}/logs        its stdout and stderr as kept in memory (?since=N: after
+///                                     the first N bytes; the x-hangar-log-offset header gives
+///                                     the next N)
 ///     GET  /events                    status changes not yet acknowledged (the store's log)
 ///     GET  /metrics                   Prometheus text
 public enum AdminAPI {
@@ -121,8 +125,15 @@ public enum AdminAPI {
             backend.terminate(.external)
             return EditedResponse(status: .accepted, response: BackendView(backend))
         }
-        router.get("/backends/:id/logs") { _, context in
-            try backend(drone, context).logs.text
+        router.get("/backends/:id/logs") { request, context -> Response in
+            // ?since=N: only what came after the first N bytes; x-hangar-log-offset says
+            // where the next request should start.
+            let since = request.uri.queryParameters.get("since", as: Int.self) ?? 0
+            let (bytes, next) = try backend(drone, context).logs.since(since)
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; charset=utf-8"
+            headers[HTTPField.Name("x-hangar-log-offset")!] = "\(next)"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         }
         router.get("/metrics") { _, _ in
             drone.metrics()

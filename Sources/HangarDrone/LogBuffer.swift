@@ -7,6 +7,8 @@ import Synchronization
 public final class LogBuffer: Sendable {
     private struct State {
         var bytes: [UInt8] = []
+        /// Bytes written since the start, dropped ones included.
+        var total = 0
         var file: Int32 = -1
         var fileSize = 0
         var closedStreams = 0
@@ -66,6 +68,7 @@ public final class LogBuffer: Sendable {
     func append(_ chunk: ArraySlice<UInt8>) {
         state.withLock { state in
             state.bytes += chunk
+            state.total += chunk.count
             if state.bytes.count > capacity { state.bytes.removeFirst(state.bytes.count - capacity) }
             guard state.file >= 0, let path else { return }
             _ = chunk.withUnsafeBytes { write(state.file, $0.baseAddress, $0.count) }
@@ -82,5 +85,15 @@ public final class LogBuffer: Sendable {
     /// What is kept in memory, oldest first.
     public var text: String {
         state.withLock { String(decoding: $0.bytes, as: UTF8.self) }
+    }
+
+    /// The bytes written after the first `offset` (as many of them as are still kept), and
+    /// the offset to ask from next time: for following a log.
+    public func since(_ offset: Int) -> (bytes: [UInt8], next: Int) {
+        state.withLock { state in
+            let first = state.total - state.bytes.count
+            let start = max(offset, first) - first
+            return (start < state.bytes.count ? Array(state.bytes[start...]) : [], state.total)
+        }
     }
 }

@@ -7,10 +7,18 @@ import HangarSandbox
 import Hummingbird
 import Logging
 
-/// `hangar drone`: runs backends on this host, commanded through its admin API.
+/// `hangar drone`: runs backends on this host (`run`, the default), and talks to a running
+/// drone (`logs`).
 struct DroneCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "drone",
+        commandName: "drone", abstract: "Run backends on this host, or talk to a running drone.",
+        subcommands: [DroneRun.self, DroneLogs.self], defaultSubcommand: DroneRun.self)
+}
+
+/// `hangar drone [run]`: runs backends on this host, commanded through its admin API.
+struct DroneRun: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run backends on this host; commands come through the admin API on a unix socket.",
         discussion: """
             The admin API (HTTP on --socket): POST /backends, GET /backends, GET /backends/ID, \\
@@ -101,5 +109,53 @@ struct DroneCommand: AsyncParsableCommand {
         try await app.runService()
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
+    }
+}
+
+/// `hangar drone logs BACKEND [--follow]`: a backend's stdout and stderr, from a running drone.
+struct DroneLogs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs", abstract: "Print a backend's output (what the drone keeps in memory); --follow goes on.")
+
+    @Argument(help: ArgumentHelp("The backend's id.", valueName: "backend"))
+    var backend: String
+
+    @Flag(name: .shortAndLong, help: "Keep printing new output until the backend ends.")
+    var follow = false
+
+    @Option(help: ArgumentHelp("The drone's admin socket.", valueName: "path"))
+    var socket = "/run/hangar/drone.sock"
+
+    func validate() throws {
+        guard backend.hasPrefix("bk-"), backend.dropFirst(3).allSatisfy(\.isHexDigit) else {
+            throw ValidationError("a backend id looks like bk-0123456789abcdef, got \"\(backend)\"")
+        }
+    }
+
+    func run() async throws {
+        var offset = 0
+        while true {
+            let reply: AdminClient.Reply
+            do {
+                reply = try AdminClient(socket: socket).get("/backends/\(backend)/logs?since=\(offset)")
+            } catch {
+                FileHandleStandardError.write("hangar: \(error)\n")
+                throw ExitCode(1)
+            }
+            guard reply.status == 200 else {
+                FileHandleStandardError.write("hangar: \(reply.status): \(String(decoding: reply.body, as: UTF8.self))\n")
+                throw ExitCode(1)
+            }
+            _ = reply.body.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+            offset = Int(reply.headers["x-hangar-log-offset"] ?? "") ?? offset
+            guard follow else { return }
+            let status = try AdminClient(socket: socket).get("/backends/\(backend)")
+            if String(decoding: status.body, as: UTF8.self).contains(#""status":"terminated""#) {
+                let last = try AdminClient(socket: socket).get("/backends/\(backend)/logs?since=\(offset)")
+                _ = last.body.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+                return
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
     }
 }

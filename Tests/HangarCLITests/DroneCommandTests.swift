@@ -36,8 +36,19 @@ struct DroneCommandTests {
         #expect(status.contains(#""status":"ready""#), "\(status)")
         #expect(try await curl(socket, [base + "/backends"]).body.contains(id))
         #expect(try await curl(socket, [base + "/backends/\(id)/logs"]).body.contains("hello from the backend"))
+        let printed = try await HangarProcess.run(["drone", "logs", id, "--socket", socket])
+        #expect(printed.status == 0 && printed.stdout == "hello from the backend\n", "\(printed)")
+
+        // --follow prints output as it comes, until the backend ends.
+        let chatty = #"{"key": "chatty", "image": "busybox", "command": ["sh", "-c", "echo one; sleep 0.5; echo two"]}"#
+        let second = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", chatty, base + "/backends"])
+        let chattyID = try #require(second.body.firstMatch(of: /"id":"(bk-[0-9a-f]+)"/)?.1).description
+        let followed = try await HangarProcess.run(["drone", "logs", chattyID, "--follow", "--socket", socket])
+        #expect(followed.stdout == "one\ntwo\n", "\(followed)")
+        let missing = try await HangarProcess.run(["drone", "logs", "bk-0000", "--socket", socket])
+        #expect(missing.status == 1 && missing.stderr.contains("404"), "\(missing)")
         let metrics = try await curl(socket, [base + "/metrics"])
-        #expect(metrics.body.contains("hangar_backends{status=\"ready\"} 1"))
+        #expect(metrics.body.contains("hangar_backends{status=\"ready\"} 1"), "\(metrics.body)")
 
         let bad = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", #"{"key": "x", "image": "../etc"}"#, base + "/backends"])
         #expect(bad.code == 400 && bad.body.contains("image"), "\(bad)")
