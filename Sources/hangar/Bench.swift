@@ -9,7 +9,7 @@ import Logging
 /// `hangar bench …`: measurements, printed as a table and as JSON, with peers side by side.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self, ColdstartBench.self])
+        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self, ColdstartBench.self, IdleBench.self])
 }
 
 /// Spawn-and-exit latency of /bin/true: Hangar's sandbox, bubblewrap, plain posix_spawn.
@@ -331,4 +331,80 @@ struct ColdstartBench: AsyncParsableCommand {
             close(fd)
         }
     }
+}
+
+/// What idle backends cost: the drone's own memory and the host's, per backend.
+struct IdleBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "idle",
+        abstract: "Memory per idle backend: the drone's RSS, the host's used memory and slab, with N backends.",
+        discussion: """
+            Spawns N busybox httpd backends (busybox policy) on a drone in this process, waits \
+            until all are ready and idle, and compares the drone's RSS and the host's MemAvailable \
+            and Slab (kernel objects: namespaces, mounts, tmpfs, sockets) with the figures before. \
+            Then terminates them all.
+            """)
+
+    @Option(help: "How many backends.")
+    var backends = 500
+
+    func validate() throws {
+        if backends < 1 || backends > 5000 { throw ValidationError("--backends must be 1...5000, got \(backends)") }
+    }
+
+    /// kB values from /proc/meminfo and /proc/self/status.
+    static func kilobytes(_ file: String, _ key: String) -> Double {
+        for line in (readTextFile(file) ?? "").split(separator: "\n") where line.hasPrefix(key + ":") {
+            return Double(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
+        return 0
+    }
+
+    func run() async throws {
+        let runtime = try await commandLineErrors {
+            try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.bench"))
+        }
+        defer { runtime.finish() }
+        var configuration = DroneConfiguration()
+        configuration.logDirectory = nil
+        configuration.maxBackends = backends
+        configuration.gracePeriod = .milliseconds(500)
+        let drone = Drone(
+            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
+            configuration: configuration)
+        var request = SpawnRequest(key: "idle", image: try ImageName("busybox"))
+        request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]
+        let rssBefore = Self.kilobytes("/proc/self/status", "VmRSS")
+        let availableBefore = Self.kilobytes("/proc/meminfo", "MemAvailable")
+        let slabBefore = Self.kilobytes("/proc/meminfo", "Slab")
+        let start = ContinuousClock.now
+        var all: [Backend] = []
+        for index in 0..<backends {
+            request.key = "idle-\(index)"
+            all.append(try drone.spawn(request))
+        }
+        for backend in all {
+            let state = await backend.reached(.ready)
+            guard state.status == .ready else { throw BenchError("backend \(backend.id) did not become ready: \(state)") }
+        }
+        let ready = ContinuousClock.now - start
+        try await Task.sleep(for: .seconds(2))  // idle, settled
+        let n = Double(backends)
+        let rss = (Self.kilobytes("/proc/self/status", "VmRSS") - rssBefore) / n
+        let used = (availableBefore - Self.kilobytes("/proc/meminfo", "MemAvailable")) / n
+        let slab = (Self.kilobytes("/proc/meminfo", "Slab") - slabBefore) / n
+        for backend in all { backend.terminate(.external) }
+        for backend in all { _ = await backend.terminated() }
+        let rows = [
+            ("drone RSS per backend", rss), ("host memory used per backend", used), ("kernel slab per backend", slab),
+        ]
+        print("\(backends) idle backends (busybox httpd), all ready after \(ready)")
+        for (name, value) in rows { print(name.padding(30) + "\(Int(value.rounded())) KiB") }
+        let json = rows.map { "\"\($0.0.replacing(" ", with: "_"))_kib\": \(Int($0.1.rounded()))" }.joined(separator: ", ")
+        print("{\"benchmark\": \"idle\", \"backends\": \(backends), \(json)}")
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
 }
