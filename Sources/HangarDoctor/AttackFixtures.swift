@@ -136,9 +136,7 @@ struct OutputPipe {
 
     init() throws {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw SuiteError("pipe") }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        guard hg_pipe(&fds) == 0 else { throw SuiteError("pipe") }
         read = fds[0]
         write = fds[1]
     }

@@ -134,17 +134,10 @@ public final class AttackSuite: Sendable {
     public init(runtime: SandboxRuntime, policy: Policy, attackBinary: String? = nil, weakening: Weakening? = nil) {
         self.runtime = runtime
         self.policy = policy
-        self.attackBinary = attackBinary ?? Self.nextToExecutable("hangar-attack")
+        self.attackBinary = attackBinary ?? nextToExecutable("hangar-attack")
         self.weakening = weakening
     }
 
-    static func nextToExecutable(_ name: String) -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return name }
-        let exe = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/") + "/" + name
-    }
 
     /// Runs `attacks` (all by default) and returns one result each.
     public func run(_ attacks: [Attack] = Attack.all) async throws -> [AttackResult] {
@@ -312,15 +305,4 @@ extension String {
         let hundredths = Int((value * 100).rounded())
         self = "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
     }
-}
-
-func directoryEntries(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
 }

@@ -131,7 +131,7 @@ extension HostCheck {
     /// image, overlay, /proc, pivot_root, seccomp, Landlock, hangar-init all at once). Its
     /// error names the step that failed, e.g. the idmapped mount of the image.
     public static func sandbox(runtime: SandboxRuntime, attackBinary: String? = nil) async -> HostCheck {
-        let binary = attackBinary ?? AttackSuite.nextToExecutable("hangar-attack")
+        let binary = attackBinary ?? nextToExecutable("hangar-attack")
         do {
             let image = try AttackImage(binary: binary)
             defer { image.remove() }

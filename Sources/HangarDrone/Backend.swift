@@ -139,8 +139,11 @@ public final class Backend: Sendable {
         return (before, after)
     }
 
+    /// The sandbox, once spawned. A terminate that came while it was being spawned found
+    /// no sandbox to signal: it gets SIGTERM now, and the pending grace period kills it.
     func attach(_ sandbox: Sandbox) {
         self.sandbox.withLock { $0 = sandbox }
+        if current.status >= .terminating { sandbox.signal(SIGTERM) }
     }
 }
 

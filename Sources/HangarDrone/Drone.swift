@@ -155,17 +155,8 @@ public final class Drone: Sendable {
             if case .exited(let value) = outcome.status { code = value }
             backend.apply(.ended(exitCode: code, reason: outcome.reason == .oom ? .oom : nil))
         }
-        let (_, afterSpawn) = backend.apply(.spawned)
-        if afterSpawn.status != .waiting {
-            // Terminated while it was being spawned: stop it now.
-            sandbox.signal(SIGTERM)
-            backend.terminate(afterSpawn.reason ?? .external)
-            Task {
-                try? await Task.sleep(for: configuration.gracePeriod)
-                sandbox.kill()
-            }
-            return
-        }
+        // Terminated while it was being spawned: attach() has passed the terminate on.
+        guard backend.apply(.spawned).1.status == .waiting else { return }
         switch await Readiness.outcome(
             for: sandbox, port: backend.port, probe: configuration.probe, timeout: configuration.startupTimeout)
         {

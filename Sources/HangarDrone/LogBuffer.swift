@@ -1,3 +1,4 @@
+import CShims
 import Glibc
 import HangarSandbox
 import Synchronization
@@ -43,9 +44,8 @@ public final class LogBuffer: Sendable {
     /// once the sandbox has it.
     public func pipe() throws(DroneError) -> Int32 {
         var fds: [Int32] = [-1, -1]
-        guard Glibc.pipe(&fds) == 0 else { throw DroneError("a log pipe: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let piped = hg_pipe(&fds)
+        guard piped == 0 else { throw DroneError("a log pipe: \(String(cString: strerror(-piped)))") }
         let read = fds[0]
         let started = startThread { [self] in
             var buffer = [UInt8](repeating: 0, count: 16384)

@@ -25,7 +25,7 @@ public final class Traffic: Sendable {
 
     /// How long since bytes last moved or a connection opened or closed.
     public var idleFor: Duration {
-        let last = UnsafeAtomicLoad.load(activity)
+        let last = hg_atomic_load_i64(activity)
         return .nanoseconds(max(0, Self.monotonicNanoseconds() - last))
     }
 
@@ -61,7 +61,7 @@ public final class Traffic: Sendable {
     }
 
     func touch() {
-        UnsafeAtomicLoad.store(activity, Self.monotonicNanoseconds())
+        hg_atomic_store_i64(activity, Self.monotonicNanoseconds())
     }
 
     static func monotonicNanoseconds() -> Int64 {
@@ -75,17 +75,6 @@ public final class Traffic: Sendable {
 struct UnsafeSendablePointer: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Int64>
     init(_ pointer: UnsafeMutablePointer<Int64>) { self.pointer = pointer }
-}
-
-/// Relaxed atomic access to an Int64 that C code also writes.
-enum UnsafeAtomicLoad {
-    static func load(_ pointer: UnsafeMutablePointer<Int64>) -> Int64 {
-        hg_atomic_load_i64(pointer)
-    }
-
-    static func store(_ pointer: UnsafeMutablePointer<Int64>, _ value: Int64) {
-        hg_atomic_store_i64(pointer, value)
-    }
 }
 
 /// An int the two pump threads share (the first to finish sets it); freed by the second.

@@ -58,8 +58,16 @@ enum OCISeccompProfile {
         #endif
     }()
 
-    /// The profile in the file at `path`.
+    static let cache = FileCache<SeccompProfile>()
+
+    /// The profile in the file at `path`, parsed again only when the file changed.
     static func load(path: String) throws(Invalid) -> SeccompProfile {
+        try cache.value(for: path) { () throws(Invalid) -> (SeccompProfile, [String]) in
+            (try read(path: path), [path])
+        }
+    }
+
+    private static func read(path: String) throws(Invalid) -> SeccompProfile {
         let bytes: [UInt8]
         do {
             bytes = try readWholeFile(path, limit: 4 << 20)

@@ -8,6 +8,7 @@ import TOMLKit
 public struct PolicyLoader: Sendable {
     /// The directory of named policies.
     public let directory: String
+    private let cache = FileCache<Policy>()
 
     public init(directory: String) { self.directory = directory }
 
@@ -29,6 +30,14 @@ public struct PolicyLoader: Sendable {
 
     /// The policy in the file at `path`, with what it extends.
     public func load(path: String) throws(PolicyError) -> Policy {
+        // Parsed again only when one of its files changed.
+        try cache.value(for: path) { () throws(PolicyError) -> (Policy, [String]) in
+            let policy = try read(path: path)
+            return (policy, policy.files + [policy.seccomp.base].filter { $0.hasPrefix("/") })
+        }
+    }
+
+    private func read(path: String) throws(PolicyError) -> Policy {
         var policy = Policy(name: Self.stem(of: path))
         let origins = Origins()
         try apply(path: path, to: &policy, chain: [], origins: origins)

@@ -118,19 +118,6 @@ enum Cgroups {
     }
 }
 
-func directoryEntries(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
-}
-
 /// The first line starting with `key` in a "key value" file, its value as a number.
 func keyedValue(_ text: String?, _ key: String) -> UInt64? {
     guard let text else { return nil }

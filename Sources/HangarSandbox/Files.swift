@@ -27,3 +27,27 @@ public func readWholeFile(_ path: String, limit: Int = 16 << 20) throws(FileRead
 public func readTextFile(_ path: String) -> String? {
     (try? readWholeFile(path)).map { String(decoding: $0, as: UTF8.self) }
 }
+
+/// The names in a directory, without . and .., sorted; empty when it cannot be read.
+public func directoryEntries(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+
+/// The path of `name` in the directory of the running executable (SwiftPM builds hangar,
+/// hangar-init, hangar-attack and the test runner into one directory).
+public func nextToExecutable(_ name: String) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { return name }
+    let exe = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/") + "/" + name
+}

@@ -101,13 +101,7 @@ public final class SandboxRuntime: Sendable {
 
     static func defaultInitPath() -> String {
         if let path = getenv("HANGAR_INIT") { return String(cString: path) }
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return "hangar-init" }
-        let exe = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        // Next to the executable: SwiftPM builds both (and the test runner) into one directory.
-        let directory = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return directory + "/hangar-init"
+        return nextToExecutable("hangar-init")
     }
 
     /// The BPF programs of `profile`, compiled on first use.

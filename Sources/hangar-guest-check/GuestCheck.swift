@@ -23,16 +23,7 @@ final class Report {
     }
 }
 
-func read(_ path: String) -> String? {
-    guard let file = fopen(path, "r") else { return nil }
-    defer { fclose(file) }
-    var text = ""
-    var buffer = [CChar](repeating: 0, count: 4096)
-    while fgets(&buffer, Int32(buffer.count), file) != nil {
-        text += String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-    return text
-}
+func read(_ path: String) -> String? { readTextFile(path) }
 
 /// hangar/ on the unified hierarchy: next to the leaf the supervisor moved into.
 func hangarParent() -> String {
@@ -51,16 +42,7 @@ func sandboxGroups() -> [String] {
     return found
 }
 
-func entries(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
-}
+func entries(_ path: String) -> [String] { directoryEntries(path) }
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 

@@ -282,18 +282,9 @@ struct ColdstartBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let runtime = try await commandLineErrors {
-            try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.bench"))
-        }
+        let (runtime, drone) = try await benchDrone(maxBackends: 1, grace: .milliseconds(200))
         defer { runtime.finish() }
-        var configuration = DroneConfiguration()
-        configuration.logDirectory = nil
-        configuration.gracePeriod = .milliseconds(200)
-        let drone = Drone(
-            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-            configuration: configuration)
-        var request = SpawnRequest(key: "bench", image: try ImageName("busybox"))
-        request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]
+        let request = try httpdRequest(key: "bench")
         var toReady: [Duration] = []
         var toByte: [Duration] = []
         let clock = ContinuousClock()
@@ -361,19 +352,9 @@ struct IdleBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let runtime = try await commandLineErrors {
-            try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.bench"))
-        }
+        let (runtime, drone) = try await benchDrone(maxBackends: backends, grace: .milliseconds(500))
         defer { runtime.finish() }
-        var configuration = DroneConfiguration()
-        configuration.logDirectory = nil
-        configuration.maxBackends = backends
-        configuration.gracePeriod = .milliseconds(500)
-        let drone = Drone(
-            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-            configuration: configuration)
-        var request = SpawnRequest(key: "idle", image: try ImageName("busybox"))
-        request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]
+        var request = try httpdRequest(key: "idle")
         let rssBefore = Self.kilobytes("/proc/self/status", "VmRSS")
         let availableBefore = Self.kilobytes("/proc/meminfo", "MemAvailable")
         let slabBefore = Self.kilobytes("/proc/meminfo", "Slab")
@@ -407,4 +388,26 @@ struct IdleBench: AsyncParsableCommand {
 
 extension String {
     func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+}
+
+/// A drone in this process for the drone benchmarks: no log files, a short grace period.
+func benchDrone(maxBackends: Int, grace: Duration) async throws -> (SandboxRuntime, Drone) {
+    let runtime = try await commandLineErrors {
+        try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.bench"))
+    }
+    var configuration = DroneConfiguration()
+    configuration.logDirectory = nil
+    configuration.maxBackends = maxBackends
+    configuration.gracePeriod = grace
+    let drone = Drone(
+        runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
+        configuration: configuration)
+    return (runtime, drone)
+}
+
+/// The minimal HTTP backend of the drone benchmarks: busybox httpd under the busybox policy.
+func httpdRequest(key: String) throws -> SpawnRequest {
+    var request = SpawnRequest(key: key, image: try ImageName("busybox"))
+    request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]
+    return request
 }

@@ -49,7 +49,10 @@ struct DroneRun: AsyncParsableCommand {
     var state = "/var/lib/hangar/drone.sqlite"
 
     func validate() throws {
-        if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1") }
+        if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1, got \(maxBackends)") }
+        if ingressPort != nil && (getenv("HANGAR_INGRESS_SECRET").map { strlen($0) } ?? 0) < 16 {
+            throw ValidationError("--ingress-port needs HANGAR_INGRESS_SECRET of at least 16 bytes")
+        }
     }
 
     func run() async throws {
@@ -83,9 +86,7 @@ struct DroneRun: AsyncParsableCommand {
         }
         var ingress: IngressListener?
         if let ingressPort {
-            guard let secret = getenv("HANGAR_INGRESS_SECRET").map({ Array(String(cString: $0).utf8) }) else {
-                throw ValidationError("--ingress-port needs HANGAR_INGRESS_SECRET (at least 16 bytes)")
-            }
+            let secret = getenv("HANGAR_INGRESS_SECRET").map { Array(String(cString: $0).utf8) } ?? []
             do {
                 ingress = try IngressListener(
                     drone: drone, secret: secret, address: ingressAddress, port: ingressPort, logger: logger)

@@ -54,6 +54,20 @@ struct DroneCommandTests {
         #expect(bad.code == 400 && bad.body.contains("image"), "\(bad)")
         let notJSON = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", "{", base + "/backends"])
         #expect(notJSON.code == 400)
+        for (field, hostile) in [
+            ("key", #"{"key": "", "image": "busybox"}"#),
+            ("command", #"{"key": "k", "image": "busybox", "command": []}"#),
+            ("limits.memory_max", #"{"key": "k", "image": "busybox", "limits": {"memory_max": "12x"}}"#),
+            ("max_idle_seconds", #"{"key": "k", "image": "busybox", "max_idle_seconds": -1}"#),
+            ("lifetime_seconds", #"{"key": "k", "image": "busybox", "lifetime_seconds": 1e12}"#),
+        ] {
+            let refused = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", hostile, base + "/backends"])
+            #expect(refused.code == 400 && refused.body.contains(field), "\(field): \(refused)")
+        }
+        let aboveMaximum = try await curl(
+            socket, ["-X", "POST", "-H", "content-type: application/json", "-d",
+                     #"{"key": "k", "image": "busybox", "limits": {"memory_max": "64g"}}"#, base + "/backends"])
+        #expect(aboveMaximum.code == 422 && aboveMaximum.body.contains("above the policy's maximum"), "\(aboveMaximum)")
         #expect(try await curl(socket, [base + "/backends/bk-0000"]).code == 404)
 
         let terminated = try await curl(socket, ["-X", "POST", base + "/backends/\(id)/terminate"])

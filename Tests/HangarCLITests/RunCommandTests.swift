@@ -61,6 +61,15 @@ struct RunCommandTests {
         (["bench", "spawn", "--only", "hangar,docker"], 64, "unknown contender docker"),
         (["bench", "spawn", "--image", "../x"], 64, "invalid image name"),
         (["doctor", "--attack", "--only", "teleport"], 64, "unknown attack teleport"),
+        (["bench", "spawn", "--memory", "12x"], 64, "invalid size \"12x\""),
+        (["bench", "coldstart", "--runs", "0"], 64, "--runs must be 1...100000"),
+        (["bench", "idle", "--backends", "0"], 64, "--backends must be 1...5000"),
+        (["drone", "--max-backends", "0"], 64, "--max-backends must be at least 1"),
+        (["drone", "--memory-budget", "lots", "--state", ":memory:"], 64, "invalid size \"lots\""),
+        (["drone", "--ingress-port", "0"], 64, "needs HANGAR_INGRESS_SECRET"),
+        (["drone", "--state", "/proc/no/such/drone.sqlite", "--socket", "/tmp/hangar-never.sock"], 1, "the drone's state in /proc/no/such/drone.sqlite"),
+        (["drone", "logs", "nope"], 64, "a backend id looks like bk-"),
+        (["drone", "logs", "bk-0000", "--socket", "/tmp/hangar-no-such.sock"], 1, "no drone at /tmp/hangar-no-such.sock"),
         (["doctor", "--attack", "--weaken", "everything"], 64, "everything"),
     ])
     func badInput(arguments: [String], status: Int32, message: String) async throws {
@@ -83,6 +92,16 @@ struct RunCommandTests {
         ])
         #expect(weakened.status == 1)
         #expect(weakened.stdout.contains("1 of 2 attacks contained; NOT CONTAINED: userns-clone"), "\(weakened.stdout)")
+        await expectHostClean()
+    }
+
+    @Test("a wrong HANGAR_CGROUP is refused, naming it")
+    func badCgroupDriver() async throws {
+        setenv("HANGAR_CGROUP", "v3", 1)
+        defer { unsetenv("HANGAR_CGROUP") }
+        let result = try await HangarProcess.run(["run", "--", "true"])
+        #expect(result.status == 125)
+        #expect(result.stderr.contains("HANGAR_CGROUP: expected auto, v1, v2 or none, got \"v3\""), "\(result.stderr)")
         await expectHostClean()
     }
 

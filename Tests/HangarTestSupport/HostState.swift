@@ -91,18 +91,7 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
 }
 
 /// Directory entries, without . and ..; empty when it does not exist.
-public func entries(of path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
-}
+public func entries(of path: String) -> [String] { directoryEntries(path) }
 
 /// A whole file as text, or nil.
 public func readFile(_ path: String) -> String? { readTextFile(path) }
