@@ -13,9 +13,10 @@ struct hg_worker {
     void *arg;
     int busy;
     int started;
+    int retiring;
 };
 
-#define HG_WORKER_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0}
+#define HG_WORKER_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0}
 
 /// Hand job(arg) to the worker, starting its thread on first use (with every signal
 /// blocked). One job at a time: the caller waits for it with hg_worker_wait.
@@ -23,5 +24,8 @@ struct hg_worker {
 int hg_worker_post(struct hg_worker *w, void (*job)(void *), void *arg);
 /// Wait until the posted job has returned.
 void hg_worker_wait(struct hg_worker *w);
+/// Called by a job: its thread ends once the job returns (it is in a state no later job
+/// may inherit, such as another namespace), and the next post starts a fresh one.
+void hg_worker_retire(struct hg_worker *w);
 
 #endif

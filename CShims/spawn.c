@@ -708,20 +708,43 @@ static void map_ids(void *opaque) {
     for (size_t i = 0; i < tree_count; i++) close(trees[i]);
 }
 
-// ---- the spawning thread ---------------------------------------------------------
+// ---- the spawning threads --------------------------------------------------------
+
+/// One spawning thread and what it owns. Spawns run on up to HG_SPAWNERS of them at
+/// once, each started on first use: a spawn holds its thread until the child has
+/// executed init (its whole setup), so one thread would serialize every spawn. A
+/// spawning thread never exits: it is the parent of the sandboxes it created, and
+/// PR_SET_PDEATHSIG fires when the parent thread ends.
+struct spawner {
+    struct hg_worker worker;  // calls clone
+    struct hg_worker mapper;  // writes the child's id maps while it waits
+    void *child_stack;
+    int home_netns;  // the thread's own network namespace
+    int state;       // 0: not set up yet, 1: ready, < 0: unusable (-errno)
+    int taken;       // by a spawn (under spawners_lock)
+};
+
+#define HG_SPAWNERS 16
 
 struct spawn_job {
+    struct spawner *spawner;
     const struct hg_spawn_args *args;
     struct hg_spawn_result *result;
     int status;
 };
 
-static struct hg_worker spawner = HG_WORKER_INIT;
-static struct hg_worker mapper = HG_WORKER_INIT;
-static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *child_stack;
-static int home_netns = -1;  // the spawning thread's own network namespace
-static int thread_state;     // 0: not set up yet, 1: ready, < 0: setup failed with -errno
+static struct spawner spawners[HG_SPAWNERS];
+static int spawners_allowed = HG_SPAWNERS;  // how many of them spawns may use
+static int spawners_taken, spawners_peak;   // in use now, and the most at once
+static pthread_mutex_t spawners_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t spawner_freed = PTHREAD_COND_INITIALIZER;
+static pthread_once_t spawners_once = PTHREAD_ONCE_INIT;
+
+static void init_spawners(void) {
+    for (int i = 0; i < HG_SPAWNERS; i++) {
+        spawners[i] = (struct spawner){.worker = HG_WORKER_INIT, .mapper = HG_WORKER_INIT, .home_netns = -1};
+    }
+}
 
 static int fail(struct hg_spawn_result *res, int32_t step, int err) {
     res->failure = (struct hg_report){.step = step, .error = err, .detail = -1};
@@ -775,33 +798,29 @@ static void nothing(void *unused) { (void)unused; }
 
 static void run_spawn(void *opaque) {
     struct spawn_job *job = opaque;
+    struct spawner *s = job->spawner;
     const struct hg_spawn_args *a = job->args;
     struct hg_spawn_result *res = job->result;
-    *res = (struct hg_spawn_result){.pid = -1, .pidfd = -1, .report_fd = -1};
+    *res = (struct hg_spawn_result){.pid = -1, .pidfd = -1, .report_fd = -1, .netns_fd = -1};
 
-    if (thread_state == 0) {
+    if (s->state == 0) {
         // Children inherit this thread's credentials: no supplementary groups of the
         // supervisor may reach a sandbox (setgroups is denied inside). The raw call
         // changes this thread only.
         int err = syscall(SYS_setgroups, 0, NULL) < 0 ? -errno : 0;
         // The id-map thread must keep the host's view (it opens the image by its host
         // path): start it before this thread leaves, or it would inherit our new root.
-        if (err == 0) err = hg_worker_post(&mapper, nothing, NULL);
-        if (err == 0) hg_worker_wait(&mapper);
+        if (err == 0) err = hg_worker_post(&s->mapper, nothing, NULL);
+        if (err == 0) hg_worker_wait(&s->mapper);
         if (err == 0) err = enter_spawn_root(a->spawn_root);
-        // Half-way there this thread's view is unknown: every later spawn fails too.
-        thread_state = err < 0 ? err : 1;
+        if (err == 0 && (s->home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0) err = -errno;
+        // Half-way there this thread's view is unknown: it is not used again.
+        s->state = err < 0 ? err : 1;
     }
-    if (thread_state < 0) {
-        job->status = fail(res, HG_STEP_SPAWN_ROOT, -thread_state);
+    if (s->state < 0) {
+        job->status = fail(res, HG_STEP_SPAWN_ROOT, -s->state);
         return;
     }
-    if (a->netns_fd < 0) {
-        // Never the spawning thread's own (the host's) network namespace.
-        job->status = fail(res, HG_STEP_CLONE, EINVAL);
-        return;
-    }
-
     if (a->host_bind_count > HG_MAX_HOST_BINDS) {
         job->status = fail(res, HG_STEP_HOST_BIND, E2BIG);
         return;
@@ -810,13 +829,13 @@ static void run_spawn(void *opaque) {
         job->status = fail(res, HG_STEP_FDS, E2BIG);
         return;
     }
-    if (child_stack == NULL) {
+    if (s->child_stack == NULL) {
         void *stack = mmap(NULL, HG_CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (stack == MAP_FAILED) {
             job->status = fail(res, HG_STEP_CLONE, errno);
             return;
         }
-        child_stack = stack;
+        s->child_stack = stack;
     }
     int sockets[2], pipe_fds[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets) < 0) {
@@ -833,7 +852,7 @@ static void run_spawn(void *opaque) {
     struct spawn_ctx ctx = {
         .args = a, .parent_sock = sockets[0], .child_sock = sockets[1], .report_fd = pipe_fds[1], .child_tid = 0};
 
-    int posted = hg_worker_post(&mapper, map_ids, &ctx);
+    int posted = hg_worker_post(&s->mapper, map_ids, &ctx);
     if (posted < 0) {
         close(sockets[0]);
         close(sockets[1]);
@@ -855,9 +874,19 @@ static void run_spawn(void *opaque) {
                 CLONE_PARENT_SETTID | SIGCHLD;
     pid_t pid = -1;
     int clone_err = 0;
-    if (home_netns < 0) home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (home_netns < 0 || setns(a->netns_fd, CLONE_NEWNET) < 0) clone_err = errno;
-    int joined = clone_err == 0;
+    // Never the spawning thread's own (the host's) network namespace: a prepared one, or
+    // one made here and now (so that spawns in a burst, beyond the prepared few, make
+    // theirs side by side instead of waiting for one maker thread).
+    int joined = 0;
+    if (a->netns_fd >= 0) {
+        if (setns(a->netns_fd, CLONE_NEWNET) < 0) clone_err = errno;
+        joined = clone_err == 0;
+    } else {
+        int made = hg_netns_unshare_here();
+        joined = 1;  // unshare may have succeeded even if a later step failed
+        if (made < 0) clone_err = -made;
+        else res->netns_fd = made;
+    }
     // Per-thread on Linux: only this thread, and the child it creates, run at nice 19.
     int nice = a->background ? getpriority(PRIO_PROCESS, 0) : 0;
     if (a->background) setpriority(PRIO_PROCESS, 0, 19);
@@ -868,20 +897,20 @@ static void run_spawn(void *opaque) {
         ca.flags = (uint64_t)(flags & ~CSIGNAL) | CLONE_INTO_CGROUP;
         ca.exit_signal = SIGCHLD;
         ca.parent_tid = (uint64_t)(uintptr_t)&ctx.child_tid;
-        ca.stack = (uint64_t)(uintptr_t)child_stack;
+        ca.stack = (uint64_t)(uintptr_t)s->child_stack;
         ca.stack_size = HG_CHILD_STACK;
         ca.cgroup = (uint64_t)a->cgroup_dirfd;
         long r = hg_clone3_vm(&ca, sizeof ca, child_main, &ctx);
         if (r < 0) clone_err = (int)-r;
         else pid = (pid_t)r;
     } else if (clone_err == 0) {
-        pid = clone(child_main, (char *)child_stack + HG_CHILD_STACK, flags, &ctx, &ctx.child_tid);
+        pid = clone(child_main, (char *)s->child_stack + HG_CHILD_STACK, flags, &ctx, &ctx.child_tid);
         if (pid < 0) clone_err = errno;
     }
     if (a->background) setpriority(PRIO_PROCESS, 0, nice);
-    // Going home cannot fail for a namespace we came from; if it did, every later spawn
-    // would land in this sandbox's namespace, so stop here rather than go on.
-    if (joined && setns(home_netns, CLONE_NEWNET) < 0) abort();
+    // Going home should not fail for a namespace we came from; if it did, later spawns
+    // on this thread would land in this sandbox's namespace: it is not used again.
+    if (joined && setns(s->home_netns, CLONE_NEWNET) < 0) s->state = -errno;
     if (dumpable >= 0) prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &saved, NULL, 8);
 
@@ -889,7 +918,7 @@ static void run_spawn(void *opaque) {
     // child never said hello.
     close(sockets[1]);
     close(pipe_fds[1]);
-    hg_worker_wait(&mapper);
+    hg_worker_wait(&s->mapper);
     close(sockets[0]);
 
     if (pid < 0) {
@@ -924,16 +953,70 @@ static void run_spawn(void *opaque) {
     job->status = 0;
 }
 
+/// A free, usable spawning thread (the lowest-numbered, so that the pool grows only
+/// under load), waiting for one when all are taken; NULL when none is usable.
+static struct spawner *take_spawner(void) {
+    pthread_once(&spawners_once, init_spawners);
+    pthread_mutex_lock(&spawners_lock);
+    struct spawner *found = NULL;
+    for (;;) {
+        int usable = 0;
+        for (int i = 0; i < spawners_allowed && found == NULL; i++) {
+            if (spawners[i].state < 0) continue;
+            usable = 1;
+            if (!spawners[i].taken) found = &spawners[i];
+        }
+        if (found != NULL || !usable) break;
+        pthread_cond_wait(&spawner_freed, &spawners_lock);
+    }
+    if (found != NULL) {
+        found->taken = 1;
+        if (++spawners_taken > spawners_peak) spawners_peak = spawners_taken;
+    }
+    pthread_mutex_unlock(&spawners_lock);
+    return found;
+}
+
+static void give_back(struct spawner *s) {
+    pthread_mutex_lock(&spawners_lock);
+    s->taken = 0;
+    spawners_taken--;
+    pthread_cond_signal(&spawner_freed);
+    pthread_mutex_unlock(&spawners_lock);
+}
+
+int hg_spawners_max(void) { return HG_SPAWNERS; }
+
+int hg_spawners_peak(int reset) {
+    pthread_mutex_lock(&spawners_lock);
+    int peak = spawners_peak;
+    if (reset) spawners_peak = spawners_taken;
+    pthread_mutex_unlock(&spawners_lock);
+    return peak;
+}
+
+void hg_spawners_limit(int count) {
+    pthread_mutex_lock(&spawners_lock);
+    spawners_allowed = count < 1 ? 1 : count > HG_SPAWNERS ? HG_SPAWNERS : count;
+    pthread_cond_broadcast(&spawner_freed);
+    pthread_mutex_unlock(&spawners_lock);
+}
+
 int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result) {
-    struct spawn_job job = {.args = args, .result = result, .status = 0};
-    pthread_mutex_lock(&spawn_lock);
-    int posted = hg_worker_post(&spawner, run_spawn, &job);
+    struct spawner *s = take_spawner();
+    if (s == NULL) return fail(result, HG_STEP_SPAWN_ROOT, EIO);
+    struct spawn_job job = {.spawner = s, .args = args, .result = result, .status = 0};
+    int posted = hg_worker_post(&s->worker, run_spawn, &job);
     if (posted < 0) {
         job.status = fail(result, HG_STEP_CLONE, -posted);
     } else {
-        hg_worker_wait(&spawner);
+        hg_worker_wait(&s->worker);
     }
-    pthread_mutex_unlock(&spawn_lock);
+    give_back(s);
+    if (job.status != 0 && result->netns_fd >= 0) {
+        close(result->netns_fd);
+        result->netns_fd = -1;
+    }
     return job.status;
 }
 

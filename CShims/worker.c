@@ -15,9 +15,22 @@ static void *worker_main(void *opaque) {
         pthread_mutex_lock(&w->lock);
         w->job = NULL;
         w->busy = 0;
+        int retiring = w->retiring;
+        if (retiring) {
+            w->retiring = 0;
+            w->started = 0;
+        }
         pthread_cond_broadcast(&w->cond);
+        if (retiring) break;
     }
+    pthread_mutex_unlock(&w->lock);
     return NULL;
+}
+
+void hg_worker_retire(struct hg_worker *w) {
+    pthread_mutex_lock(&w->lock);
+    w->retiring = 1;
+    pthread_mutex_unlock(&w->lock);
 }
 
 int hg_worker_post(struct hg_worker *w, void (*job)(void *), void *arg) {

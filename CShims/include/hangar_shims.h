@@ -194,7 +194,8 @@ struct hg_spawn_args {
     int cap_last;               // highest capability number the kernel knows
     int clone_flags;            // namespace flags (CLONE_NEW*; the cgroup namespace is unshared
                                 // after joining the cgroups, the network namespace is netns_fd)
-    int netns_fd;               // the sandbox's network namespace, from hg_netns_create
+    int netns_fd;               // the sandbox's network namespace, from hg_netns_create; -1:
+                                // the spawning thread makes one (returned in the result)
     const struct hg_host_bind *host_binds;  // at most HG_MAX_HOST_BINDS
     size_t host_bind_count;
     const char *bind_owner_map; // "OWNER HOSTBASE COUNT\n": on-disk OWNER+k is sandbox uid k in
@@ -217,14 +218,24 @@ struct hg_spawn_result {
     pid_t pid;                  // host pid of the sandbox's init
     int pidfd;                  // pidfd of init (close-on-exec)
     int report_fd;              // read end: EOF once the command exec'd, or an hg_report
+    int netns_fd;               // the network namespace made for it when args->netns_fd was -1
     struct hg_report failure;   // step != 0 when the spawn failed in setup
 };
 
 /// Create a sandboxed child and exec hangar-init in it. Returns 0 when init runs (the
 /// caller then reads report_fd), or a negative errno with result->failure filled in.
-/// Spawns are serialized on one long-lived thread (it is the child's parent for
-/// PR_SET_PDEATHSIG), so this is safe to call from any thread.
+/// Each spawn runs on one of a pool of long-lived spawning threads (the thread is the
+/// child's parent for PR_SET_PDEATHSIG, so none ever exits), up to hg_spawners_max() at
+/// once; safe to call from any thread. It blocks until the child has executed init.
 int hg_spawn(const struct hg_spawn_args *args, struct hg_spawn_result *result);
+/// The size of the pool of spawning threads.
+int hg_spawners_max(void);
+/// The most spawns that were in progress at once (since the last reset); `reset` starts
+/// counting anew from now.
+int hg_spawners_peak(int reset);
+/// Let spawns use only the first `count` spawning threads (1 ... hg_spawners_max()); for
+/// benchmarks.
+void hg_spawners_limit(int count);
 
 // ---- network namespaces (netns.c) ---------------------------------------------
 
@@ -238,11 +249,18 @@ int hg_netns_create(void);
 /// Returns the fd or a negative errno.
 int hg_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
+/// Moves the calling thread into a new network namespace, configured as hg_netns_create's,
+/// and returns an fd of it or a negative errno. The thread stays there (even on failure,
+/// once unshare has succeeded): the caller goes back with setns.
+int hg_netns_unshare_here(void);
+
 /// Moves bytes from `from` to `to` (blocking fds) with splice(2) through a 1 MiB pipe until
 /// EOF or an error, storing CLOCK_MONOTONIC nanoseconds in *last_activity after each
 /// transfer; then shuts `to` down for writing and sets *done (shared by the two
-/// directions: once one has finished, the other gives up after 60 silent seconds). Blocks:
-/// run one per direction, each on its own thread. Returns the bytes moved.
+/// directions: once one has finished, the other gives up after 60 silent seconds). A
+/// reset of one side is passed on as a reset of the other when the caller closes it
+/// (SO_LINGER 0). Blocks: run one per direction, each on its own thread. Returns the
+/// bytes moved.
 long hg_splice_one_way(int from, int to, volatile int64_t *last_activity, volatile int *done);
 
 /// accept4(listener, SOCK_CLOEXEC): the fd, or a negative errno.

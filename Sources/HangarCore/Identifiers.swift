@@ -84,6 +84,48 @@ public struct SandboxID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
 }
 
+/// The id of one backend: "bk-" and 16 lowercase hex digits.
+public struct BackendID: Hashable, Sendable, CustomStringConvertible, Comparable {
+    /// The validated id.
+    public let rawValue: String
+
+    /// Validates an id read from outside.
+    public init(_ rawValue: String) throws(InvalidValue) {
+        guard rawValue.hasPrefix("bk-"), rawValue.utf8.count == 19,
+            rawValue.dropFirst(3).unicodeScalars.allSatisfy({ isLowerAlnum($0) && $0.properties.isASCIIHexDigit })
+        else {
+            throw InvalidValue(what: "backend id", input: rawValue, reason: "expected bk- and 16 lowercase hex digits")
+        }
+        self.rawValue = rawValue
+    }
+
+    /// A new random id.
+    public static func random() -> BackendID {
+        let hex = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        // swift-format-ignore
+        return try! BackendID("bk-" + String(repeating: "0", count: 16 - hex.count) + hex)
+    }
+
+    public static func < (a: BackendID, b: BackendID) -> Bool { a.rawValue < b.rawValue }
+
+    public var description: String { rawValue }
+}
+
+/// The key a backend holds (a document, a session, a user): 1...255 bytes of UTF-8
+/// without control characters. Anything else is up to the application.
+public struct KeyName: Hashable, Sendable, CustomStringConvertible {
+    /// The validated key.
+    public let rawValue: String
+
+    /// Validates a key read from outside.
+    public init(_ rawValue: String) throws(InvalidValue) {
+        try validateName(rawValue, what: "key", maxLength: 255) { $0.value >= 0x20 && $0.value != 0x7f }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
 /// A hostname as the kernel accepts it in a UTS namespace and resolvers expect it:
 /// RFC 1123 labels, at most 64 bytes.
 public struct Hostname: Hashable, Sendable, CustomStringConvertible {

@@ -1,3 +1,4 @@
+import Foundation
 import HangarCore
 import HangarPolicy
 import HTTPTypes
@@ -9,7 +10,7 @@ import NIOCore
 /// controller exists.
 ///
 ///     POST /backends                  {"key", "image", "command"?, "env"?, "limits"?,
-///                                      "max_idle_seconds"?, "lifetime_seconds"?, "fencing_token"?}
+///                                      "max_idle_seconds"?, "lifetime_limit_seconds"?, "fencing_token"?}
 ///     GET  /backends                  every backend
 ///     GET  /backends/{id}             one
 ///     POST /backends/{id}/terminate   terminate (reason external)
@@ -17,7 +18,10 @@ import NIOCore
 ///                                     the first N bytes; the x-hangar-log-offset header gives
 ///                                     the next N)
 ///     GET  /events                    status changes not yet acknowledged (the store's log)
+///     POST /events/ack                {"through": ID}: acknowledges events up to ID
 ///     GET  /metrics                   Prometheus text
+///
+/// Errors are `AdminError`s: {"id", "kind", "message"} with a 4xx for bad input.
 public enum AdminAPI {
     /// A spawn request as JSON.
     public struct SpawnBody: Decodable, Sendable {
@@ -26,17 +30,16 @@ public enum AdminAPI {
         public var command: [String]?
         public var env: [String: String]?
         public var limits: LimitsBody?
-        public var max_idle_seconds: Double?
-        public var lifetime_seconds: Double?
+        public var max_idle_seconds: Int?
+        public var lifetime_limit_seconds: Int?
         public var fencing_token: UInt64?
     }
 
-    /// Limits a request asks for, as in a policy's [limits] ("512m", 1.5, "1h").
+    /// Limits a request asks for, as in a policy's [limits] ("512m", 1.5).
     public struct LimitsBody: Decodable, Sendable {
         public var memory_max: String?
         public var pids_max: Int?
         public var cpu: Double?
-        public var wall_timeout_seconds: Int?
     }
 
     /// A backend as the API shows it.
@@ -53,9 +56,9 @@ public enum AdminAPI {
             self.init(id: backend.id, key: backend.key, status: state.status, reason: state.reason, exitCode: state.exitCode)
         }
 
-        init(id: String, key: String, status: BackendStatus, reason: TerminationReason?, exitCode: Int32?) {
-            self.id = id
-            self.key = key
+        init(id: BackendID, key: KeyName, status: BackendStatus, reason: TerminationReason?, exitCode: Int32?) {
+            self.id = id.rawValue
+            self.key = key.rawValue
             self.status = status.description
             status_code = status.rawValue
             self.reason = reason?.rawValue
@@ -72,7 +75,7 @@ public enum AdminAPI {
 
         init(_ event: DroneStore.Event) {
             id = event.id
-            backend = event.backend
+            backend = event.backend.rawValue
             status = event.status.description
             reason = event.reason?.rawValue
             exit_code = event.exitCode
@@ -81,6 +84,11 @@ public enum AdminAPI {
 
     public struct EventList: ResponseEncodable, Sendable {
         public var events: [EventView]
+    }
+
+    /// Acknowledges events up to and including `through`.
+    public struct AckBody: Decodable, Sendable {
+        public var through: Int64
     }
 
     public struct BackendList: ResponseEncodable, Sendable {
@@ -95,30 +103,41 @@ public enum AdminAPI {
             do {
                 body = try await request.decode(as: SpawnBody.self, context: context)
             } catch {
-                throw HTTPError(.badRequest, message: "the body is not a spawn request: \(error)")
+                throw AdminError(.badRequest, "the body is not a spawn request: \(error)")
             }
             let spawn = try spawnRequest(body)
             do {
                 let backend = try drone.spawn(spawn)
                 return EditedResponse(status: .created, response: BackendView(backend))
             } catch {
-                throw HTTPError(.unprocessableContent, message: "\(error)")
+                throw AdminError(.refused, "\(error)")
             }
         }
         router.get("/backends") { _, _ in
             BackendList(backends: drone.allBackends.sorted { $0.id < $1.id }.map(BackendView.init))
         }
         router.get("/backends/:id") { _, context in
-            let id = try context.parameters.require("id")
+            let id = try backendID(context)
             if let backend = drone.backend(id) { return BackendView(backend) }
-            // One of a previous run, from the drone's store.
-            guard let stored = try drone.store?.state(of: id) else {
-                throw HTTPError(.notFound, message: "no backend \(id) on this drone")
+            // One of a previous run (or one no longer kept in memory), from the drone's store.
+            guard let stored = try drone.store?.backend(id) else {
+                throw AdminError(.notFound, "no backend \(id) on this drone")
             }
-            return BackendView(id: id, key: "", status: stored.status, reason: stored.reason, exitCode: nil)
+            return BackendView(
+                id: id, key: stored.key, status: stored.status, reason: stored.reason, exitCode: stored.exitCode)
         }
         router.get("/events") { _, _ in
             EventList(events: try drone.store?.unacknowledged().map(EventView.init) ?? [])
+        }
+        router.post("/events/ack") { request, context -> HTTPResponse.Status in
+            let body: AckBody
+            do {
+                body = try await request.decode(as: AckBody.self, context: context)
+            } catch {
+                throw AdminError(.badRequest, "the body is not an acknowledgement {\"through\": ID}: \(error)")
+            }
+            try drone.store?.acknowledge(upTo: body.through)
+            return .noContent
         }
         router.post("/backends/:id/terminate") { _, context -> EditedResponse<BackendView> in
             let backend = try backend(drone, context)
@@ -141,29 +160,38 @@ public enum AdminAPI {
         return router
     }
 
+    static func backendID(_ context: BasicRequestContext) throws -> BackendID {
+        let text = try context.parameters.require("id")
+        do {
+            return try BackendID(text)
+        } catch {
+            throw AdminError(.badRequest, "\(error)")
+        }
+    }
+
     static func backend(_ drone: Drone, _ context: BasicRequestContext) throws -> Backend {
-        let id = try context.parameters.require("id")
-        guard let backend = drone.backend(id) else { throw HTTPError(.notFound, message: "no backend \(id) on this drone") }
+        let id = try backendID(context)
+        guard let backend = drone.backend(id) else { throw AdminError(.notFound, "no backend \(id) on this drone") }
         return backend
     }
 
     /// Checks a body the way a policy file is checked: clear errors, nothing half-applied.
     static func spawnRequest(_ body: SpawnBody) throws -> SpawnRequest {
-        func bad(_ message: String) -> HTTPError { HTTPError(.badRequest, message: message) }
-        guard !body.key.isEmpty, body.key.utf8.count <= 256, !body.key.utf8.contains(0) else {
-            throw bad("key: must be 1...256 bytes without NUL")
-        }
+        func bad(_ message: String) -> AdminError { AdminError(.badRequest, message) }
         let image: ImageName
         do {
             image = try ImageName(body.image)
         } catch {
             throw bad("image: \(error)")
         }
-        var request = SpawnRequest(key: body.key, image: image)
+        let key: KeyName
+        do {
+            key = try KeyName(body.key)
+        } catch {
+            throw bad("key: \(error)")
+        }
+        var request = SpawnRequest(key: key, image: image)
         if let command = body.command {
-            guard !command.isEmpty, command.allSatisfy({ !$0.utf8.contains(0) }) else {
-                throw bad("command: must be a non-empty list of arguments without NUL")
-            }
             request.command = command
         }
         request.environment = body.env ?? [:]
@@ -177,14 +205,66 @@ public enum AdminAPI {
             }
             request.limits.pidsMax = limits.pids_max
             request.limits.cpu = limits.cpu
-            request.limits.wallTimeout = limits.wall_timeout_seconds
         }
-        for (name, value) in [("max_idle_seconds", body.max_idle_seconds), ("lifetime_seconds", body.lifetime_seconds)] {
-            if let value, !(value > 0 && value <= 30 * 86400) { throw bad("\(name): must be between 0 and 30 days, got \(value)") }
+        // Within the policy's bounds (limits.max.idle_timeout and wall_timeout), checked by the drone.
+        for (name, value) in [("max_idle_seconds", body.max_idle_seconds), ("lifetime_limit_seconds", body.lifetime_limit_seconds)] {
+            if let value, !(1...(30 * 86400)).contains(value) {
+                throw bad("\(name): must be 1...2592000 (30 days), got \(value)")
+            }
         }
-        request.maxIdle = body.max_idle_seconds.map { .milliseconds(Int64($0 * 1000)) }
-        request.lifetime = body.lifetime_seconds.map { .milliseconds(Int64($0 * 1000)) }
+        request.limits.idleTimeout = body.max_idle_seconds
+        request.limits.wallTimeout = body.lifetime_limit_seconds
         request.fencingToken = body.fencing_token ?? 1
+        do {
+            try request.validate()
+        } catch {
+            throw bad(error.description)
+        }
         return request
+    }
+}
+
+/// An error of the admin API, rendered once at the edge as `{"id", "kind", "message"}`:
+/// a kind a client can act on, a message a person can read, and an id to find it in the
+/// drone's log (internal errors are logged with it).
+public struct AdminError: HTTPResponseError, Sendable {
+    public enum Kind: String, Sendable, Codable {
+        /// The request is malformed (400).
+        case badRequest = "bad-request"
+        /// No such backend (404).
+        case notFound = "not-found"
+        /// Well-formed, but the drone will not do it: capacity, a policy's maximum, a key (422).
+        case refused
+    }
+
+    public let id: String
+    public let kind: Kind
+    public let message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        id = "err-" + String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(16)
+        self.kind = kind
+        self.message = message
+    }
+
+    public var status: HTTPResponse.Status {
+        switch kind {
+        case .badRequest: .badRequest
+        case .notFound: .notFound
+        case .refused: .unprocessableContent
+        }
+    }
+
+    private struct Body: Encodable {
+        let id: String
+        let kind: String
+        let message: String
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        let body = try JSONEncoder().encode(Body(id: id, kind: kind.rawValue, message: message))
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

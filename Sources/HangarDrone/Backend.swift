@@ -7,37 +7,56 @@ import Synchronization
 /// What a client asks a drone to run.
 public struct SpawnRequest: Sendable {
     /// The key the backend holds.
-    public var key: String
+    public var key: KeyName
     public var image: ImageName
     /// The command; nil: the policy's.
     public var command: [String]?
     /// More environment, on top of the policy's and Hangar's own variables.
     public var environment: [String: String] = [:]
-    /// Limits asked for, within the policy's maxima.
+    /// Limits asked for, within the policy's maxima; among them `idleTimeout` (Plane's
+    /// max_idle_seconds) and `wallTimeout` (the backend's lifetime).
     public var limits = Policy.Limits.unset
-    /// With no connection for this long, the backend is terminated (idle); nil: never.
-    public var maxIdle: Duration?
-    /// The backend is terminated this long after it started (lifetime); nil: never.
-    public var lifetime: Duration?
     /// The key's fencing token, passed to the backend.
     public var fencingToken: UInt64 = 1
 
-    public init(key: String, image: ImageName) {
+    public init(key: KeyName, image: ImageName) {
         self.key = key
         self.image = image
+    }
+
+    /// Variables the drone sets for every backend (besides any HANGAR_*), which a
+    /// request's environment may not replace.
+    public static let reservedVariables: Set<String> = [
+        "PORT", "SESSION_BACKEND_ID", "SESSION_BACKEND_KEY", "SESSION_BACKEND_FENCING_TOKEN",
+    ]
+
+    /// Checks what no policy can: the command and the environment.
+    public func validate() throws(DroneError) {
+        if let command, command.isEmpty || command[0].isEmpty || command.contains(where: { $0.utf8.contains(0) }) {
+            throw DroneError("command: must be a non-empty list of arguments without NUL, the first one non-empty")
+        }
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
+            guard !name.isEmpty, !name.contains("="), !name.utf8.contains(0), !value.utf8.contains(0) else {
+                throw DroneError(
+                    "env.\(name.debugDescription): a name must be non-empty, without '=' or NUL, and a value without NUL")
+            }
+            guard !Self.reservedVariables.contains(name), !name.hasPrefix("HANGAR_") else {
+                throw DroneError("env.\(name): set by the drone for every backend (PORT, HANGAR_*, SESSION_BACKEND_*)")
+            }
+        }
     }
 }
 
 /// One backend on this drone: a sandbox through the ordered statuses of `BackendState`.
 public final class Backend: Sendable {
-    public let id: String
-    public let key: String
+    public let id: BackendID
+    public let key: KeyName
     /// Its connections and their activity, for idle shutdown.
     public let traffic = Traffic()
     /// Its stdout and stderr.
     public let logs: LogBuffer
     private let state = Mutex(BackendState())
-    private let history = Mutex<[BackendStatus]>([.scheduled])
+    private let history = Mutex<[(status: BackendStatus, at: ContinuousClock.Instant)]>([(.scheduled, .now)])
     private let sandbox = Mutex<Sandbox?>(nil)
     /// Waiting for a status (or any later one).
     private let waiters = Mutex<[(status: BackendStatus, continuation: CheckedContinuation<BackendState, Never>)]>([])
@@ -47,7 +66,7 @@ public final class Backend: Sendable {
     let onChange: (@Sendable (BackendState) -> Void)?
 
     init(
-        id: String, key: String, port: UInt16, grace: Duration, logs: LogBuffer,
+        id: BackendID, key: KeyName, port: UInt16, grace: Duration, logs: LogBuffer,
         onChange: (@Sendable (BackendState) -> Void)? = nil
     ) {
         self.logs = logs
@@ -62,7 +81,10 @@ public final class Backend: Sendable {
     public var current: BackendState { state.withLock { $0 } }
 
     /// Every status it has been in, in order.
-    public var statuses: [BackendStatus] { history.withLock { $0 } }
+    public var statuses: [BackendStatus] { history.withLock { $0.map(\.status) } }
+
+    /// Every status it has been in, in order, with when it got there.
+    public var timeline: [(status: BackendStatus, at: ContinuousClock.Instant)] { history.withLock { $0 } }
 
     /// A connection to its port inside its network namespace, counted in `traffic` while
     /// carried with `carry`. Only while ready.
@@ -125,7 +147,7 @@ public final class Backend: Sendable {
             var woken: [CheckedContinuation<BackendState, Never>] = []
             if state.status != before.status {
                 let status = state.status
-                history.withLock { $0.append(status) }
+                history.withLock { $0.append((status, .now)) }
                 woken = waiters.withLock { list in
                     let due = list.filter { $0.status <= status }.map(\.continuation)
                     list.removeAll { $0.status <= status }
@@ -143,7 +165,12 @@ public final class Backend: Sendable {
     /// no sandbox to signal: it gets SIGTERM now, and the pending grace period kills it.
     func attach(_ sandbox: Sandbox) {
         self.sandbox.withLock { $0 = sandbox }
-        if current.status >= .terminating { sandbox.signal(SIGTERM) }
+        switch current.status {
+        case .terminating: sandbox.signal(SIGTERM)
+        // The grace period ran out before there was a sandbox to kill.
+        case .hardTerminating, .terminated: sandbox.kill()
+        default: break
+        }
     }
 }
 

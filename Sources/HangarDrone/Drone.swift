@@ -4,25 +4,24 @@ import HangarPolicy
 import HangarSandbox
 import Synchronization
 
-/// The limits and defaults of one drone.
+/// The limits of one drone. How each backend runs (its port, probe, startup timeout,
+/// grace period, log buffer, idle timeout and lifetime) comes from its image's policy.
 public struct DroneConfiguration: Sendable {
     /// At most this many backends at once (terminated ones do not count).
     public var maxBackends = 100
     /// The sum of the running backends' memory limits may not pass this; nil: no budget.
     public var memoryBudget: ByteSize?
-    /// The port backends listen on inside their sandbox (PORT), unless the policy says.
-    public var defaultPort: UInt16 = 8080
-    /// Between SIGTERM and SIGKILL.
-    public var gracePeriod: Duration = .seconds(10)
-    /// From spawned to ready at most; then startup-timeout.
-    public var startupTimeout: Duration = .seconds(60)
-    public var probe = ReadinessProbe.http
     /// How often idle and lifetime limits are checked.
     public var checkInterval: Duration = .milliseconds(100)
-    /// Each backend's stdout and stderr: this much is kept in memory ...
-    public var logCapacity = 1 << 20
-    /// ... and everything in BACKEND.log here (rotated at 16 MiB); nil: memory only.
+    /// Each backend's stdout and stderr in BACKEND.log here (rotated at 16 MiB); nil:
+    /// memory only.
     public var logDirectory: String? = "/var/log/hangar"
+    /// Per-key data directories (for policies with `filesystem.data_dir`) are made here,
+    /// one per key; nil: such policies are refused.
+    public var dataRoot: String? = "/var/lib/hangar/data"
+    /// A terminated backend stays in memory (its state, its logs) this long; its record
+    /// stays in the store.
+    public var keepTerminated: Duration = .seconds(600)
 
     public init() {}
 }
@@ -37,15 +36,26 @@ public final class Drone: Sendable {
     let configuration: DroneConfiguration
     /// Where backends and their events are recorded; nil: memory only.
     public let store: DroneStore?
-    private let backends = Mutex<[String: (backend: Backend, memory: UInt64)]>([:])
+    let dataDirectories: DataDirectories?
+    private let backends = Mutex<[BackendID: (backend: Backend, memory: UInt64)]>([:])
     let counters = DroneCounters()
     private let null = open("/dev/null", O_RDWR | O_CLOEXEC)
 
     public init(
         runtime: SandboxRuntime, policies: PolicyLoader, images: ImageStore, host: Policy.HostSettings = .init(),
         configuration: DroneConfiguration = .init(), store: DroneStore? = nil
-    ) {
+    ) throws(DroneError) {
         self.store = store
+        if let directory = configuration.logDirectory {
+            do {
+                try makeDirectories(directory)
+            } catch {
+                throw DroneError("the log directory \(directory): \(error)")
+            }
+        }
+        dataDirectories = try configuration.dataRoot.map { root throws(DroneError) in
+            try DataDirectories(root: root, owner: runtime.configuration.bindOwner)
+        }
         self.runtime = runtime
         self.policies = policies
         self.images = images
@@ -63,7 +73,7 @@ public final class Drone: Sendable {
     /// Records the backends a previous run of this drone left unterminated as terminated,
     /// reason lost (they died with it: PR_SET_PDEATHSIG, and the runtime's cgroup sweep
     /// removed what was left). Call once, at start. Returns their ids.
-    public func recover() throws(DroneError) -> [String] {
+    public func recover() throws(DroneError) -> [BackendID] {
         try store?.recoverLost() ?? []
     }
 
@@ -72,23 +82,31 @@ public final class Drone: Sendable {
         backends.withLock { $0.values.map(\.backend) }
     }
 
-    public func backend(_ id: String) -> Backend? {
+    public func backend(_ id: BackendID) -> Backend? {
         backends.withLock { $0[id]?.backend }
     }
 
     /// Starts a backend for `request` and returns at once (status scheduled); its
     /// lifecycle runs on. Refused beyond the drone's capacity or with a bad request.
     public func spawn(_ request: SpawnRequest) throws(DroneError) -> Backend {
+        try request.validate()
         let policy: Policy
         do {
             policy = try policies.policy(forImage: request.image).applying(request: request.limits)
         } catch {
             throw DroneError("backend for key \(request.key): \(error)")
         }
+        if policy.filesystem.dataDirectory != nil {
+            guard let dataDirectories else {
+                throw DroneError(
+                    "backend for key \(request.key): policy \(policy.name) mounts a data directory (filesystem.data_dir) and this drone has no data root")
+            }
+            try dataDirectories.check(key: request.key.rawValue)
+        }
         let memory = policy.limits.memoryMax?.bytes ?? 0
-        let id = "bk-" + String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(16)
-        let port = UInt16(policy.network.port ?? Int(configuration.defaultPort))
-        let logs = LogBuffer(capacity: configuration.logCapacity, directory: configuration.logDirectory, name: id)
+        let id = BackendID.random()
+        let logs = LogBuffer(
+            capacity: Int(policy.backend.logBuffer.bytes), directory: configuration.logDirectory, name: id.rawValue)
         let image = request.image.rawValue
         let key = request.key
         var onChange: (@Sendable (BackendState) -> Void)?
@@ -96,7 +114,8 @@ public final class Drone: Sendable {
             onChange = { state in store.record(id: id, key: key, image: image, state: state) }
         }
         let backend = Backend(
-            id: id, key: key, port: port, grace: configuration.gracePeriod, logs: logs, onChange: onChange)
+            id: id, key: key, port: UInt16(policy.backend.port), grace: .seconds(policy.backend.grace), logs: logs,
+            onChange: onChange)
         try backends.withLock { (table) throws(DroneError) in
             let live = table.values.filter { $0.backend.current.status != .terminated }
             guard live.count < configuration.maxBackends else {
@@ -114,6 +133,11 @@ public final class Drone: Sendable {
         onChange?(backend.current)  // scheduled: accepted
         counters.spawned()
         Task { await run(backend, request: request, policy: policy) }
+        Task { [self, keep = configuration.keepTerminated] in
+            _ = await backend.terminated()
+            try? await Task.sleep(for: keep)
+            backends.withLock { $0[id] = nil }
+        }
         return backend
     }
 
@@ -126,6 +150,7 @@ public final class Drone: Sendable {
             spec = try self.spec(for: backend, request: request, policy: policy)
         } catch {
             counters.failed()
+            backend.logs.note("loading failed: \(error)")
             backend.terminate(.internalError)
             backend.apply(.ended(exitCode: nil, reason: nil))
             return
@@ -143,11 +168,13 @@ public final class Drone: Sendable {
             sandbox = try await runtime.spawn(spec)
         } catch {
             counters.failed()
+            backend.logs.note("spawn failed: \(error)")
             backend.terminate(.internalError)
             backend.apply(.ended(exitCode: nil, reason: nil))
             return
         }
         backend.attach(sandbox)
+        let started = ContinuousClock.now
         // Its end, whenever it comes, closes the lifecycle.
         Task {
             let outcome = await sandbox.outcome()
@@ -158,7 +185,8 @@ public final class Drone: Sendable {
         // Terminated while it was being spawned: attach() has passed the terminate on.
         guard backend.apply(.spawned).1.status == .waiting else { return }
         switch await Readiness.outcome(
-            for: sandbox, port: backend.port, probe: configuration.probe, timeout: configuration.startupTimeout)
+            for: sandbox, port: backend.port, probe: policy.backend.probe,
+            timeout: .seconds(policy.backend.startupTimeout))
         {
         case .ready:
             break
@@ -170,25 +198,35 @@ public final class Drone: Sendable {
         }
         backend.apply(.ready)
         counters.ready(after: ContinuousClock.now - requested)
-        let started = ContinuousClock.now
+        backend.traffic.touch()  // idle from now on
+        let maxIdle = policy.limits.idleTimeout.map { Duration.seconds($0) }
+        let lifetime = policy.limits.wallTimeout.map { Duration.seconds($0) }
         while backend.current.status == .ready {
             try? await Task.sleep(for: configuration.checkInterval)
-            if let maxIdle = request.maxIdle, backend.traffic.openConnections == 0, backend.traffic.idleFor >= maxIdle {
+            if let maxIdle, backend.traffic.openConnections == 0, backend.traffic.idleFor >= maxIdle {
                 backend.terminate(.idle)
-            } else if let lifetime = request.lifetime, ContinuousClock.now - started >= lifetime {
+            } else if let lifetime, ContinuousClock.now - started >= lifetime {
                 backend.terminate(.lifetime)
             }
         }
     }
 
-    /// The sandbox spec: the policy's, with Hangar's and Plane's variables.
+    /// The sandbox spec: the policy's, with Hangar's and Plane's variables and the key's
+    /// data directory. The wall timeout is the backend's lifetime, which the lifecycle
+    /// ends with a terminate (and its grace period) instead of a kill.
     func spec(for backend: Backend, request: SpawnRequest, policy: Policy) throws -> SandboxSpec {
         let image = try images.image(request.image)
-        var spec = try policy.spec(image: image, command: request.command, host: host)
+        var data: String?
+        if policy.filesystem.dataDirectory != nil, let dataDirectories {
+            data = try dataDirectories.directory(
+                forKey: request.key.rawValue, uid: policy.process.uid, gid: policy.process.gid)
+        }
+        var spec = try policy.spec(image: image, command: request.command, host: host, dataDirectory: data)
+        spec.wallTimeout = nil
         let variables: [(String, String)] = [
-            ("PORT", "\(backend.port)"), ("HANGAR_BACKEND_ID", backend.id), ("HANGAR_KEY", request.key),
-            ("HANGAR_FENCING_TOKEN", "\(request.fencingToken)"), ("SESSION_BACKEND_ID", backend.id),
-            ("SESSION_BACKEND_KEY", request.key), ("SESSION_BACKEND_FENCING_TOKEN", "\(request.fencingToken)"),
+            ("PORT", "\(backend.port)"), ("HANGAR_BACKEND_ID", backend.id.rawValue), ("HANGAR_KEY", request.key.rawValue),
+            ("HANGAR_FENCING_TOKEN", "\(request.fencingToken)"), ("SESSION_BACKEND_ID", backend.id.rawValue),
+            ("SESSION_BACKEND_KEY", request.key.rawValue), ("SESSION_BACKEND_FENCING_TOKEN", "\(request.fencingToken)"),
         ]
         for (name, value) in variables + request.environment.sorted(by: { $0.key < $1.key }) {
             spec.setEnvironment(name, value)

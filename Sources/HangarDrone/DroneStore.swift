@@ -7,12 +7,12 @@ import HangarSandbox
 /// and an event log of status changes with ids, for the controller to read and
 /// acknowledge. A drone that starts after a crash finds its previous backends here.
 public final class DroneStore: Sendable {
-    let database: DatabaseQueue
+    let database: any DatabaseWriter
 
     /// One status change of one backend.
     public struct Event: Sendable, Equatable {
         public let id: Int64
-        public let backend: String
+        public let backend: BackendID
         public let status: BackendStatus
         public let reason: TerminationReason?
         public let exitCode: Int32?
@@ -26,7 +26,14 @@ public final class DroneStore: Sendable {
                 let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
                 if !directory.isEmpty { try? makeDirectories(directory) }
             }
-            database = path == ":memory:" ? try DatabaseQueue() : try DatabaseQueue(path: path)
+            // A file in WAL mode with synchronous = NORMAL: a status change costs no fsync
+            // (a power loss may lose the last few; a crash of the drone loses none).
+            var configuration = Configuration()
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+            database =
+                path == ":memory:"
+                ? try DatabaseQueue(configuration: configuration)
+                : try DatabasePool(path: path, configuration: configuration)
             var migrator = DatabaseMigrator()
             migrator.registerMigration("1: backends and events") { db in
                 try db.create(table: "backend") { t in
@@ -53,7 +60,7 @@ public final class DroneStore: Sendable {
     }
 
     /// Records a backend's new state and the event.
-    func record(id: String, key: String, image: String, state: BackendState) {
+    func record(id: BackendID, key: KeyName, image: String, state: BackendState) {
         do {
             try database.write { db in
                 try db.execute(
@@ -62,10 +69,10 @@ public final class DroneStore: Sendable {
                         ON CONFLICT(id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
                         exitCode = excluded.exitCode
                         """,
-                    arguments: [id, key, image, state.status.rawValue, state.reason?.rawValue, state.exitCode])
+                    arguments: [id.rawValue, key.rawValue, image, state.status.rawValue, state.reason?.rawValue, state.exitCode])
                 try db.execute(
                     sql: "INSERT INTO event (backend, status, reason, exitCode) VALUES (?, ?, ?, ?)",
-                    arguments: [id, state.status.rawValue, state.reason?.rawValue, state.exitCode])
+                    arguments: [id.rawValue, state.status.rawValue, state.reason?.rawValue, state.exitCode])
             }
         } catch {
             // The drone goes on; the controller protocol replays from what was stored.
@@ -75,7 +82,7 @@ public final class DroneStore: Sendable {
 
     /// Backends a previous run left unterminated: they died with it (PR_SET_PDEATHSIG and
     /// the cgroup sweep); recorded now as terminated, reason lost. Returns their ids.
-    func recoverLost() throws(DroneError) -> [String] {
+    func recoverLost() throws(DroneError) -> [BackendID] {
         do {
             return try database.write { db in
                 let ids = try String.fetchAll(db, sql: "SELECT id FROM backend WHERE status < ? ORDER BY id", arguments: [BackendStatus.terminated.rawValue])
@@ -87,7 +94,7 @@ public final class DroneStore: Sendable {
                         sql: "INSERT INTO event (backend, status, reason) VALUES (?, ?, ?)",
                         arguments: [id, BackendStatus.terminated.rawValue, TerminationReason.lost.rawValue])
                 }
-                return ids
+                return ids.compactMap { try? BackendID($0) }
             }
         } catch {
             throw DroneError("recovering the previous run's backends: \(error)")
@@ -99,7 +106,7 @@ public final class DroneStore: Sendable {
         try database.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM event WHERE acked = 0 ORDER BY id LIMIT ?", arguments: [limit]).map { row in
                 Event(
-                    id: row["id"], backend: row["backend"], status: BackendStatus(rawValue: row["status"]) ?? .terminated,
+                    id: row["id"], backend: try BackendID(row["backend"]), status: BackendStatus(rawValue: row["status"]) ?? .terminated,
                     reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exitCode"])
             }
         }
@@ -110,13 +117,26 @@ public final class DroneStore: Sendable {
         try database.write { try $0.execute(sql: "UPDATE event SET acked = 1 WHERE id <= ?", arguments: [id]) }
     }
 
+    /// A backend as last recorded.
+    public struct Stored: Sendable, Equatable {
+        public let id: BackendID
+        public let key: KeyName
+        public let image: String
+        public let status: BackendStatus
+        public let reason: TerminationReason?
+        public let exitCode: Int32?
+    }
+
     /// A backend's last recorded state.
-    public func state(of id: String) throws -> (status: BackendStatus, reason: TerminationReason?)? {
+    public func backend(_ id: BackendID) throws -> Stored? {
         try database.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT status, reason FROM backend WHERE id = ?", arguments: [id]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM backend WHERE id = ?", arguments: [id.rawValue]) else {
                 return nil
             }
-            return (BackendStatus(rawValue: row["status"]) ?? .terminated, (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)))
+            return Stored(
+                id: id, key: try KeyName(row["key"]), image: row["image"],
+                status: BackendStatus(rawValue: row["status"]) ?? .terminated,
+                reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exitCode"])
         }
     }
 }

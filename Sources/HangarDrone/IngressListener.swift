@@ -1,5 +1,6 @@
 import CShims
 import Glibc
+import HangarCore
 import HangarSandbox
 import Logging
 import Synchronization
@@ -13,8 +14,8 @@ public enum IngressPreface {
     public static let window: Int = 60
 
     /// The preface for `backend`, signed now.
-    public static func make(backend: String, secret: [UInt8], now: Int = Int(time(nil))) -> String {
-        "HANGAR-INGRESS 1 \(backend) \(now) \(hex(mac(backend: backend, time: now, secret: secret)))\n"
+    public static func make(backend: BackendID, secret: [UInt8], now: Int = Int(time(nil))) -> String {
+        "HANGAR-INGRESS 1 \(backend) \(now) \(hex(mac(backend: backend.rawValue, time: now, secret: secret)))\n"
     }
 
     static func mac(backend: String, time: Int, secret: [UInt8]) -> [UInt8] {
@@ -29,19 +30,19 @@ public enum IngressPreface {
     }
 
     /// The backend id of a valid preface, or why it is refused.
-    static func verify(_ line: String, secret: [UInt8], now: Int = Int(time(nil))) -> Result<String, IngressRefusal> {
+    static func verify(_ line: String, secret: [UInt8], now: Int = Int(time(nil))) -> Result<BackendID, IngressRefusal> {
         let fields = line.split(separator: " ", omittingEmptySubsequences: false)
         guard fields.count == 5, fields[0] == "HANGAR-INGRESS", fields[1] == "1" else {
             return .failure(.malformed)
         }
-        guard let stamp = Int(fields[3]) else { return .failure(.malformed) }
+        guard let stamp = Int(fields[3]), let id = try? BackendID(String(fields[2])) else { return .failure(.malformed) }
         guard abs(now - stamp) <= window else { return .failure(.expired) }
         let expected = Array(hex(mac(backend: String(fields[2]), time: stamp, secret: secret)).utf8)
         let given = Array(fields[4].utf8)
         guard given.count == expected.count, hg_equal_constant_time(given, expected, given.count) == 1 else {
             return .failure(.badSignature)
         }
-        return .success(String(fields[2]))
+        return .success(id)
     }
 }
 
@@ -103,7 +104,7 @@ public final class IngressListener: Sendable {
         }
     }
 
-    /// The refusals so far, oldest first.
+    /// The last 100 refusals, oldest first.
     public var refused: [IngressRefusal] { refusals.withLock { $0 } }
 
     /// Stops accepting (connections being carried go on).
@@ -151,7 +152,10 @@ public final class IngressListener: Sendable {
     }
 
     private func refuse(_ client: Int32, _ refusal: IngressRefusal, _ line: [UInt8]) {
-        refusals.withLock { $0.append(refusal) }
+        refusals.withLock { list in
+            list.append(refusal)
+            if list.count > 100 { list.removeFirst(list.count - 100) }
+        }
         logger.warning(
             "ingress connection refused",
             metadata: ["reason": "\(refusal.rawValue)", "preface": "\(String(decoding: line.prefix(80), as: UTF8.self))"])

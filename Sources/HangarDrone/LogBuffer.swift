@@ -30,6 +30,7 @@ public final class LogBuffer: Sendable {
             self.path = path
             let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
             state.withLock { $0.file = fd }
+            if fd < 0 { note("the log file \(path) could not be opened (\(String(cString: strerror(errno)))): memory only") }
         } else {
             path = nil
         }
@@ -56,6 +57,7 @@ public final class LogBuffer: Sendable {
                 append(buffer.prefix(n))
             }
             close(read)
+            streamEnded()
         }
         guard started == 0 else {
             close(fds[0])
@@ -63,6 +65,22 @@ public final class LogBuffer: Sendable {
             throw DroneError("a log reader thread: \(String(cString: strerror(started)))")
         }
         return fds[1]
+    }
+
+    /// Both streams have ended: the file is closed (what is in memory stays).
+    private func streamEnded() {
+        state.withLock { state in
+            state.closedStreams += 1
+            if state.closedStreams == 2 && state.file >= 0 {
+                close(state.file)
+                state.file = -1
+            }
+        }
+    }
+
+    /// A line of the drone's own among the backend's output (why a spawn failed).
+    func note(_ line: String) {
+        append(ArraySlice(Array("hangar: \(line)\n".utf8)))
     }
 
     func append(_ chunk: ArraySlice<UInt8>) {

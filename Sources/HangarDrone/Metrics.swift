@@ -90,7 +90,7 @@ extension Drone {
     }
 
     private func labels(_ backend: Backend) -> String {
-        "backend=\"\(backend.id)\",key=\"\(escaped(backend.key))\""
+        "backend=\"\(backend.id)\",key=\"\(escaped(backend.key.rawValue))\""
     }
 
     private func escaped(_ value: String) -> String {

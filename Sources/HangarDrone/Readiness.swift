@@ -1,15 +1,8 @@
 import CShims
 import Glibc
 import HangarCore
+import HangarPolicy
 import HangarSandbox
-
-/// How a backend shows it is ready.
-public enum ReadinessProbe: String, Sendable, CaseIterable {
-    /// Any HTTP response to `HEAD / HTTP/1.1` on its port.
-    case http
-    /// A TCP connection accepted on its port.
-    case tcp
-}
 
 /// Probing a backend's port from inside its network namespace (no host port).
 public enum Readiness {
@@ -18,7 +11,7 @@ public enum Readiness {
     /// within milliseconds of their start; a fixed 50 ms step would add half of it to every
     /// cold start on average.
     public static func wait(
-        for sandbox: Sandbox, port: UInt16, probe: ReadinessProbe, timeout: Duration
+        for sandbox: Sandbox, port: UInt16, probe: Policy.Backend.Probe, timeout: Duration
     ) async -> Bool {
         await outcome(for: sandbox, port: port, probe: probe, timeout: timeout) == .ready
     }
@@ -33,12 +26,13 @@ public enum Readiness {
 
     /// As `wait`, telling a backend that ended apart from one that stayed silent.
     public static func outcome(
-        for sandbox: Sandbox, port: UInt16, probe: ReadinessProbe, timeout: Duration
+        for sandbox: Sandbox, port: UInt16, probe: Policy.Backend.Probe, timeout: Duration
     ) async -> Result {
         let deadline = ContinuousClock.now + timeout
         var pause = Duration.milliseconds(1)
         while ContinuousClock.now < deadline {
-            if answers(sandbox, port: port, probe: probe) { return .ready }
+            // A probe blocks (up to a second for a reply): not on a cooperative thread.
+            if await BlockingPool.shared.run({ answers(sandbox, port: port, probe: probe) }) { return .ready }
             if kill(sandbox.pid, 0) != 0 { return .ended }
             try? await Task.sleep(for: pause)
             pause = min(pause * 2, .milliseconds(50))
@@ -47,7 +41,7 @@ public enum Readiness {
     }
 
     /// One attempt.
-    public static func answers(_ sandbox: Sandbox, port: UInt16, probe: ReadinessProbe) -> Bool {
+    public static func answers(_ sandbox: Sandbox, port: UInt16, probe: Policy.Backend.Probe) -> Bool {
         guard let fd = try? sandbox.connect(port: port) else { return false }
         defer { close(fd) }
         if probe == .tcp { return true }

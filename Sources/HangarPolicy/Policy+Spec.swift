@@ -209,7 +209,7 @@ extension Policy.Limits {
         size("swap_max", \.swapMax, 0), count("pids_max", \.pidsMax, 1), cores("cpu", \.cpu, 0.01),
         count("cpu_weight", \.cpuWeight, 1), size("upper_size", \.upperSize, 1_048_576),
         count("upper_inodes", \.upperInodes, 64), size("shm_size", \.shmSize, 65_536),
-        seconds("wall_timeout", \.wallTimeout, 1),
+        seconds("wall_timeout", \.wallTimeout, 1), seconds("idle_timeout", \.idleTimeout, 1),
     ]}
 
     private static func size(_ key: String, _ path: WritableKeyPath<Policy.Limits, ByteSize?>, _ minimum: Double) -> Field {

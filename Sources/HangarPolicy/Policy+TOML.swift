@@ -52,7 +52,13 @@ extension Policy {
 
         out.table("network")
         out.set("mode", string: network.mode.rawValue)
-        if let port = network.port { out.set("port", port) }
+
+        out.table("backend")
+        out.set("port", backend.port)
+        out.set("probe", string: backend.probe.rawValue)
+        out.set("startup_timeout", string: "\(backend.startupTimeout)s")
+        out.set("grace", string: "\(backend.grace)s")
+        out.set("log_buffer", size: backend.logBuffer)
 
         out.table("seccomp")
         out.set("base", string: seccomp.base)
@@ -96,7 +102,7 @@ struct TOMLWriter {
             guard let value = field.value(limits) else { continue }
             switch field.key {
             case "cpu": set(field.key, raw: "\(value)")
-            case "wall_timeout": set(field.key, string: "\(Int(value))s")
+            case "wall_timeout", "idle_timeout": set(field.key, string: "\(Int(value))s")
             case "pids_max", "cpu_weight", "upper_inodes": set(field.key, Int(value))
             default: set(field.key, size: ByteSize(bytes: UInt64(value)))
             }

@@ -17,6 +17,7 @@ public struct Policy: Sendable, Equatable {
     public var maxima = Limits.unset
     public var filesystem = Filesystem()
     public var network = Network()
+    public var backend = Backend()
     public var seccomp = Seccomp()
     public var capabilities = Capabilities()
 
@@ -64,18 +65,23 @@ public struct Policy: Sendable, Equatable {
         public var upperSize: ByteSize? = .mebibytes(256)
         public var upperInodes: Int? = 65536
         public var shmSize: ByteSize? = .mebibytes(64)
-        /// Seconds after which the whole sandbox is killed; nil: no limit.
+        /// Seconds after which the whole sandbox is killed; nil: no limit. Under a drone, the
+        /// backend's lifetime: it is then terminated (reason lifetime) with its grace period.
         public var wallTimeout: Int? = nil
+        /// Seconds a backend may go without an open connection before a drone terminates it
+        /// (reason idle); nil: never. Only drones use it.
+        public var idleTimeout: Int? = nil
 
         /// No value set: the maxima default.
         public static let unset = Limits(
             memoryMax: nil, memoryHigh: nil, swapMax: nil, pidsMax: nil, cpu: nil, cpuWeight: nil, upperSize: nil,
-            upperInodes: nil, shmSize: nil, wallTimeout: nil)
+            upperInodes: nil, shmSize: nil, wallTimeout: nil, idleTimeout: nil)
 
         public init(
             memoryMax: ByteSize? = .mebibytes(512), memoryHigh: ByteSize? = nil, swapMax: ByteSize? = .mebibytes(0),
             pidsMax: Int? = 256, cpu: Double? = nil, cpuWeight: Int? = nil, upperSize: ByteSize? = .mebibytes(256),
-            upperInodes: Int? = 65536, shmSize: ByteSize? = .mebibytes(64), wallTimeout: Int? = nil
+            upperInodes: Int? = 65536, shmSize: ByteSize? = .mebibytes(64), wallTimeout: Int? = nil,
+            idleTimeout: Int? = nil
         ) {
             self.memoryMax = memoryMax
             self.memoryHigh = memoryHigh
@@ -87,6 +93,7 @@ public struct Policy: Sendable, Equatable {
             self.upperInodes = upperInodes
             self.shmSize = shmSize
             self.wallTimeout = wallTimeout
+            self.idleTimeout = idleTimeout
         }
     }
 
@@ -122,8 +129,27 @@ public struct Policy: Sendable, Equatable {
         }
 
         public var mode = Mode.none
-        /// The port the command listens on inside (for the drone's ingress); nil: none.
-        public var port: Int? = nil
+    }
+
+    /// How a drone runs the image as a backend (`[backend]`).
+    public struct Backend: Sendable, Equatable {
+        /// How a drone tells that a backend is ready.
+        public enum Probe: String, Sendable, CaseIterable {
+            /// Any HTTP response to `HEAD / HTTP/1.1` on its port.
+            case http
+            /// A TCP connection accepted on its port.
+            case tcp
+        }
+
+        /// The port the command listens on inside (PORT), reached through the drone's ingress.
+        public var port = 8080
+        public var probe = Probe.http
+        /// Seconds from spawn to ready at most; then the backend ends (startup-timeout).
+        public var startupTimeout = 60
+        /// Seconds between SIGTERM and the kill of everything left.
+        public var grace = 10
+        /// How much of its stdout and stderr a drone keeps in memory.
+        public var logBuffer = ByteSize.mebibytes(1)
     }
 
     public struct Seccomp: Sendable, Equatable {

@@ -21,6 +21,7 @@ struct PolicyReader {
         }
         if let filesystem = try root.table("filesystem") { try readFilesystem(filesystem, into: &policy.filesystem) }
         if let network = try root.table("network") { try readNetwork(network, into: &policy.network) }
+        if let backend = try root.table("backend") { try readBackend(backend, into: &policy.backend) }
         if let seccomp = try root.table("seccomp") { try readSeccomp(seccomp, into: &policy.seccomp) }
         if let capabilities = try root.table("capabilities") {
             try readCapabilities(capabilities, into: &policy.capabilities)
@@ -103,6 +104,7 @@ struct PolicyReader {
         if let n = try t.integer("upper_inodes", in: 64...(1 << 32)) { l.upperInodes = n }
         if let size = try t.size("shm_size", in: (64 << 10)...(1 << 40)) { l.shmSize = size }
         if let seconds = try t.duration("wall_timeout", in: 1...(30 * 86400)) { l.wallTimeout = seconds }
+        if let seconds = try t.duration("idle_timeout", in: 1...(30 * 86400)) { l.idleTimeout = seconds }
     }
 
     // MARK: [filesystem]
@@ -181,7 +183,22 @@ struct PolicyReader {
             }
             network.mode = value
         }
-        if let port = try t.integer("port", in: 1...65535) { network.port = port }
+        try t.finish()
+    }
+
+    // MARK: [backend]
+
+    private func readBackend(_ t: TableReader, into backend: inout Policy.Backend) throws(PolicyError) {
+        if let port = try t.integer("port", in: 1...65535) { backend.port = port }
+        if let probe = try t.string("probe") {
+            guard let value = Policy.Backend.Probe(rawValue: probe) else {
+                throw t.error("probe", "expected \"http\" (any HTTP response) or \"tcp\" (an accepted connection), got \"\(probe)\"")
+            }
+            backend.probe = value
+        }
+        if let seconds = try t.duration("startup_timeout", in: 1...3600) { backend.startupTimeout = seconds }
+        if let seconds = try t.duration("grace", in: 0...3600) { backend.grace = seconds }
+        if let size = try t.size("log_buffer", in: (4 << 10)...(64 << 20)) { backend.logBuffer = size }
         try t.finish()
     }
 

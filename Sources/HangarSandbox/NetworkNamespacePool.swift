@@ -10,9 +10,9 @@ final class NetworkNamespacePool: Sendable {
 
     init(size: Int) { target = max(0, size) }
 
-    /// A ready namespace (its fd now belongs to the caller), made on the spot when the
-    /// pool is empty. The pool is topped up in the background.
-    func take() throws(SandboxError) -> Int32 {
+    /// A ready namespace (its fd now belongs to the caller), or nil when the pool is empty
+    /// (the spawning thread then makes one). The pool is topped up in the background.
+    func take() -> Int32? {
         let (taken, startRefill) = state.withLock { state -> (Int32?, Bool) in
             let fd = state.ready.popLast()
             let start = !state.refilling && target > 0
@@ -23,10 +23,7 @@ final class NetworkNamespacePool: Sendable {
         if startRefill && startThread({ self.refill() }) != 0 {
             state.withLock { $0.refilling = false }
         }
-        if let taken { return taken }
-        let fd = hg_netns_create()
-        guard fd >= 0 else { throw .system(.host, "creating a network namespace", errno: -fd) }
-        return fd
+        return taken
     }
 
     private func refill() {

@@ -53,7 +53,7 @@ public struct SandboxRuntimeConfiguration: Sendable {
 /// sandbox can never write to the binary on the host), the compiled seccomp programs,
 /// the pidfd reaper, and the cgroup hierarchy.
 public final class SandboxRuntime: Sendable {
-    let configuration: SandboxRuntimeConfiguration
+    public let configuration: SandboxRuntimeConfiguration
     let logger: Logger
     let initFD: Int32
     let reaper: Reaper
@@ -136,8 +136,13 @@ public final class SandboxRuntime: Sendable {
             }
             logger.debug("a prepared sandbox was gone before its hand-off", metadata: ["sandbox.id": "\(ready.sandbox.id)"])
         }
-        let (sandbox, reportFD) = try create(spec, initArguments: ["run", "\(3 + spec.extraFDs.count)"] + spec.command)
-        if case .failed(let failure) = Self.awaitExec(reportFD: reportFD) {
+        // The spawn blocks until the child has set itself up and executed init, and then
+        // until init has executed the command: on a thread for blocking work.
+        let (sandbox, report) = try await BlockingPool.shared.run { [self] () throws(SandboxError) -> (Sandbox, Report) in
+            let (sandbox, reportFD) = try create(spec, initArguments: ["run", "\(3 + spec.extraFDs.count)"] + spec.command)
+            return (sandbox, Self.awaitExec(reportFD: reportFD))
+        }
+        if case .failed(let failure) = report {
             sandbox.kill()
             _ = await sandbox.wait()
             throw describeFailure(failure, spec: spec)
@@ -147,6 +152,19 @@ public final class SandboxRuntime: Sendable {
             "sandbox started",
             metadata: ["sandbox.id": "\(sandbox.id)", "sandbox.pid": "\(sandbox.pid)", "image": "\(spec.image.root)"])
         return sandbox
+    }
+
+    /// How many sandboxes can be in creation at once, each on a spawning thread of its own.
+    public static var spawningThreads: Int { Int(hg_spawners_max()) }
+
+    /// The most sandboxes that were in creation at once since the last call with `reset`.
+    public static func concurrentSpawnsPeak(reset: Bool = false) -> Int {
+        Int(hg_spawners_peak(reset ? 1 : 0))
+    }
+
+    /// Lets creation use only `count` spawning threads (benchmarks compare with one).
+    public static func limitSpawningThreads(to count: Int) {
+        hg_spawners_limit(Int32(clamping: count))
     }
 
     /// Keeps `count` sandboxes shaped like `spec` (its image, identity, hostname, layer
@@ -225,7 +243,8 @@ public final class SandboxRuntime: Sendable {
             close(report[0])
             return nil
         }
-        switch Self.awaitExec(reportFD: report[0], handOff: true) {
+        let reportFD = report[0]
+        switch await BlockingPool.shared.run({ Self.awaitExec(reportFD: reportFD, handOff: true) }) {
         case .executed: break
         case .gone:
             ready.sandbox.kill()
@@ -263,14 +282,8 @@ public final class SandboxRuntime: Sendable {
             idRanges.release(ids)
             throw SandboxError(.host, "resource limits need cgroups, and this runtime has none (cgroup driver: \(configuration.cgroupDriver))")
         }
-        let netns: Int32
-        do {
-            netns = try networkNamespaces.take()
-        } catch {
-            group?.destroy()
-            idRanges.release(ids)
-            throw error
-        }
+        // A prepared network namespace, or (-1) the spawning thread makes one.
+        let netns = networkNamespaces.take() ?? -1
         let resources = SandboxResources(ids: ids, pool: idRanges, cgroup: group, networkNamespace: netns)
         var disk: DiskUpper?
         if spec.upper == .disk {
@@ -311,13 +324,14 @@ public final class SandboxRuntime: Sendable {
             resources.release()
             throw describeFailure(result.failure, spec: spec)
         }
+        if result.netns_fd >= 0 { resources.adopt(networkNamespace: result.netns_fd) }
         let sandbox = Sandbox.supervise(
             id: id, pid: result.pid, pidfd: result.pidfd, reaper: reaper, resources: resources, prepared: prepared)
         return (sandbox, result.report_fd)
     }
 
     /// What the report pipe said.
-    enum Report {
+    enum Report: @unchecked Sendable {
         /// EOF: the command (or, in standby, init) was executed.
         case executed
         /// A setup step or the exec failed.
@@ -449,7 +463,7 @@ public final class SandboxRuntime: Sendable {
         args.seccomp_lengths = UnsafePointer(arena.array(lengths))
         args.seccomp_count = programs.count
         args.cap_last = capLast
-        // The network namespace is the prepared one in netns_fd.
+        // The network namespace: a prepared one in netns_fd, or (-1) one the spawning thread makes.
         let namespaces: [hg_namespace] = [HG_NS_PID, HG_NS_MOUNT, HG_NS_IPC, HG_NS_UTS, HG_NS_CGROUP]
         args.clone_flags = Int32(namespaces.reduce(0) { $0 | $1.rawValue })
         args.netns_fd = netns
@@ -494,6 +508,11 @@ final class SandboxResources: Sendable {
             let copy = fcntl(state.networkNamespace, F_DUPFD_CLOEXEC, 3)
             return copy >= 0 ? copy : nil
         }
+    }
+
+    /// The network namespace the spawning thread made for the sandbox.
+    func adopt(networkNamespace fd: Int32) {
+        state.withLock { $0.networkNamespace = fd }
     }
 
     /// What the kernel counted in the sandbox's cgroup (nothing without one).

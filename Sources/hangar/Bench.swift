@@ -9,7 +9,7 @@ import Logging
 /// `hangar bench …`: measurements, printed as a table and as JSON, with peers side by side.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self, ColdstartBench.self, IdleBench.self])
+        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self, ColdstartBench.self, BurstBench.self, IdleBench.self])
 }
 
 /// Spawn-and-exit latency of /bin/true: Hangar's sandbox, bubblewrap, plain posix_spawn.
@@ -130,12 +130,7 @@ struct SpawnBench: AsyncParsableCommand {
         print(Measurement.table(results, title: "spawn + exit of /bin/true, \(runs) runs, \(image.root)"))
         let report = Measurement.json(results, benchmark: "spawn", runs: runs)
         print(report)
-        if let json {
-            let fd = open(json, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw BenchError("cannot write \(json): errno \(errno)") }
-            _ = report.withCString { write(fd, $0, strlen($0)) }
-            close(fd)
-        }
+        try writeReport(report, to: json)
     }
 
     /// Measures the contenders in turns (one run of each, then again), so that the
@@ -255,16 +250,20 @@ extension String {
 }
 
 /// Cold start of a backend on a drone: from the spawn request to ready (the port answers
-/// HTTP), and to the first byte of a response read through a connection into it.
+/// HTTP), and to the first byte of a response read through the drone's ingress port.
 struct ColdstartBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coldstart",
         abstract: "Request to ready, and to the first byte through ingress, of a minimal HTTP backend.",
         discussion: """
             The backend is busybox httpd in the busybox image, with the busybox policy (so a \
-            cgroup with its limits). Each run spawns it on a drone, waits for ready (HTTP HEAD \
-            answered; probed at once after the spawn, then every 50 ms), sends GET through a \
-            connection made in its network namespace, reads the first byte, and terminates it.
+            cgroup with its limits). Each run spawns it on a drone in this process, waits for \
+            ready (HTTP HEAD answered; probed at once after the spawn, then after 1, 2, 4 … ms, \
+            at most every 50 ms), then connects to the drone's ingress port on loopback, sends a \
+            signed preface and GET, reads the first byte of the response, and terminates the \
+            backend. The phases show what dominates: loading (policy, image), spawning (the \
+            sandbox until its command runs), waiting (until the port answers), ingress (ready \
+            to the first byte).
             """)
 
     @Option(help: "Measured runs.")
@@ -282,11 +281,13 @@ struct ColdstartBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (runtime, drone) = try await benchDrone(maxBackends: 1, grace: .milliseconds(200))
+        let (runtime, drone) = try await benchDrone(maxBackends: 1)
         defer { runtime.finish() }
+        let secret = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        let ingress = try IngressListener(drone: drone, secret: secret, logger: Logger(label: "hangar.bench"))
+        defer { ingress.close() }
         let request = try httpdRequest(key: "bench")
-        var toReady: [Duration] = []
-        var toByte: [Duration] = []
+        var samples: [String: [Duration]] = [:]
         let clock = ContinuousClock()
         for round in 0..<(warmup + runs) {
             let start = clock.now
@@ -294,34 +295,120 @@ struct ColdstartBench: AsyncParsableCommand {
             let state = await backend.reached(.ready)
             guard state.status == .ready else { throw BenchError("the backend did not become ready: \(state)") }
             let ready = clock.now
-            let fd = try backend.connect()
-            let get = "GET /hostname HTTP/1.0\r\n\r\n"
-            _ = get.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-            var byte: UInt8 = 0
-            guard read(fd, &byte, 1) == 1 else { throw BenchError("no response through ingress") }
+            try await BlockingPool.shared.run { () throws(BenchError) in
+                try Self.firstByte(through: ingress.port, backend: backend.id, secret: secret)
+            }
             let first = clock.now
-            close(fd)
             backend.terminate(.external)
             _ = await backend.terminated()
-            if round >= warmup {
-                toReady.append(ready - start)
-                toByte.append(first - start)
+            guard round >= warmup else { continue }
+            let at = Dictionary(backend.timeline.map { ($0.status, $0.at) }, uniquingKeysWith: { first, _ in first })
+            guard let starting = at[.starting], let waiting = at[.waiting], let readyAt = at[.ready] else { continue }
+            for (name, value) in [
+                ("request to ready", ready - start), ("request to first byte", first - start),
+                ("loading", starting - start), ("spawning", waiting - starting), ("waiting for the port", readyAt - waiting),
+                ("ingress to first byte", first - ready),
+            ] {
+                samples[name, default: []].append(value)
             }
         }
-        let results = [
-            Measurement(name: "request to ready", samples: toReady),
-            Measurement(name: "request to first byte", samples: toByte),
+        let order = [
+            "request to ready", "request to first byte", "loading", "spawning", "waiting for the port",
+            "ingress to first byte",
         ]
+        let results = order.map { Measurement(name: $0, samples: samples[$0] ?? []) }.filter { !$0.samples.isEmpty }
         print(Measurement.table(results, title: "cold start of busybox httpd on a drone, \(runs) runs"))
         let report = Measurement.json(results, benchmark: "coldstart", runs: runs)
         print(report)
-        if let json {
-            let fd = open(json, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw BenchError("cannot write \(json): errno \(errno)") }
-            _ = report.withCString { write(fd, $0, strlen($0)) }
-            close(fd)
-        }
+        try writeReport(report, to: json)
     }
+
+    /// Connects to the ingress port, asks for /hostname and reads the first byte.
+    static func firstByte(through port: UInt16, backend: BackendID, secret: [UInt8]) throws(BenchError) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw BenchError("connecting to the ingress port: errno \(errno)") }
+        let message = IngressPreface.make(backend: backend, secret: secret) + "GET /hostname HTTP/1.0\r\n\r\n"
+        _ = message.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        var byte: UInt8 = 0
+        guard read(fd, &byte, 1) == 1 else { throw BenchError("no response through ingress") }
+    }
+}
+
+/// Many backends spawned at once: how long until all are ready, with the drone's spawns
+/// limited to one thread and with its full pool of spawning threads, in turns.
+struct BurstBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "burst",
+        abstract: "N backends spawned at once: time until all are ready, one spawning thread against the pool.",
+        discussion: """
+            Spawns N busybox httpd backends (busybox policy) on a drone in this process in one \
+            go, waits until every one is ready, and terminates them all. Each round runs twice: \
+            with sandbox creation limited to one thread (what a single spawner would do) and with \
+            the runtime's pool of spawning threads.
+            """)
+
+    @Option(help: "Backends per burst.")
+    var backends = 200
+
+    @Option(help: "Measured rounds per contender.")
+    var rounds = 3
+
+    @Option(help: ArgumentHelp("Also write the JSON to this file.", valueName: "path"))
+    var json: String?
+
+    func validate() throws {
+        if backends < 1 || backends > 2000 { throw ValidationError("--backends must be 1...2000, got \(backends)") }
+        if rounds < 1 || rounds > 100 { throw ValidationError("--rounds must be 1...100, got \(rounds)") }
+    }
+
+    func run() async throws {
+        let (runtime, drone) = try await benchDrone(maxBackends: backends)
+        defer { runtime.finish() }
+        var request = try httpdRequest(key: "burst")
+        let contenders = [("one spawning thread", 1), ("spawning pool", SandboxRuntime.spawningThreads)]
+        var samples: [String: [Duration]] = [:]
+        for _ in 0..<rounds {
+            for (name, threads) in contenders {
+                SandboxRuntime.limitSpawningThreads(to: threads)
+                let start = ContinuousClock.now
+                var all: [Backend] = []
+                for index in 0..<backends {
+                    request.key = try KeyName("burst-\(index)")
+                    all.append(try drone.spawn(request))
+                }
+                for backend in all {
+                    let state = await backend.reached(.ready)
+                    guard state.status == .ready else { throw BenchError("backend \(backend.id) did not become ready: \(state)") }
+                }
+                samples[name, default: []].append(ContinuousClock.now - start)
+                for backend in all { backend.terminate(.external) }
+                for backend in all { _ = await backend.terminated() }
+            }
+        }
+        SandboxRuntime.limitSpawningThreads(to: SandboxRuntime.spawningThreads)
+        let results = contenders.map { Measurement(name: $0.0, samples: samples[$0.0] ?? []) }
+        print(Measurement.table(results, title: "\(backends) backends spawned at once, until all are ready, \(rounds) rounds"))
+        let report = Measurement.json(results, benchmark: "burst", runs: rounds)
+        print(report)
+        try writeReport(report, to: json)
+    }
+}
+
+func writeReport(_ report: String, to path: String?) throws {
+    guard let path else { return }
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw BenchError("cannot write \(path): errno \(errno)") }
+    _ = report.withCString { write(fd, $0, strlen($0)) }
+    close(fd)
 }
 
 /// What idle backends cost: the drone's own memory and the host's, per backend.
@@ -352,7 +439,7 @@ struct IdleBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (runtime, drone) = try await benchDrone(maxBackends: backends, grace: .milliseconds(500))
+        let (runtime, drone) = try await benchDrone(maxBackends: backends)
         defer { runtime.finish() }
         var request = try httpdRequest(key: "idle")
         let rssBefore = Self.kilobytes("/proc/self/status", "VmRSS")
@@ -361,7 +448,7 @@ struct IdleBench: AsyncParsableCommand {
         let start = ContinuousClock.now
         var all: [Backend] = []
         for index in 0..<backends {
-            request.key = "idle-\(index)"
+            request.key = try KeyName("idle-\(index)")
             all.append(try drone.spawn(request))
         }
         for backend in all {
@@ -390,16 +477,16 @@ extension String {
     func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
 }
 
-/// A drone in this process for the drone benchmarks: no log files, a short grace period.
-func benchDrone(maxBackends: Int, grace: Duration) async throws -> (SandboxRuntime, Drone) {
+/// A drone in this process for the drone benchmarks: no log files, no data directories.
+func benchDrone(maxBackends: Int) async throws -> (SandboxRuntime, Drone) {
     let runtime = try await commandLineErrors {
         try SandboxRuntime(configuration: .fromEnvironment(), logger: Logger(label: "hangar.bench"))
     }
     var configuration = DroneConfiguration()
     configuration.logDirectory = nil
     configuration.maxBackends = maxBackends
-    configuration.gracePeriod = grace
-    let drone = Drone(
+    configuration.dataRoot = nil
+    let drone = try Drone(
         runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
         configuration: configuration)
     return (runtime, drone)
@@ -407,7 +494,7 @@ func benchDrone(maxBackends: Int, grace: Duration) async throws -> (SandboxRunti
 
 /// The minimal HTTP backend of the drone benchmarks: busybox httpd under the busybox policy.
 func httpdRequest(key: String) throws -> SpawnRequest {
-    var request = SpawnRequest(key: key, image: try ImageName("busybox"))
+    var request = SpawnRequest(key: try KeyName(key), image: try ImageName("busybox"))
     request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]
     return request
 }

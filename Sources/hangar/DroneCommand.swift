@@ -22,7 +22,8 @@ struct DroneRun: AsyncParsableCommand {
         abstract: "Run backends on this host; commands come through the admin API on a unix socket.",
         discussion: """
             The admin API (HTTP on --socket): POST /backends, GET /backends, GET /backends/ID, \\
-            POST /backends/ID/terminate, GET /backends/ID/logs, GET /metrics. With --ingress-port, \\
+            POST /backends/ID/terminate, GET /backends/ID/logs, GET /events, POST /events/ack, \\
+            GET /metrics (docs/API.md). With --ingress-port, \\
             proxies on other hosts reach backends through one TCP port, each connection opened by \\
             a preface signed with HANGAR_INGRESS_SECRET (at least 16 bytes).
             """)
@@ -48,8 +49,17 @@ struct DroneRun: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The drone's state (SQLite; :memory: for none).", valueName: "path"))
     var state = "/var/lib/hangar/drone.sqlite"
 
+    @Option(
+        help: ArgumentHelp(
+            "Per-key data directories, for policies with filesystem.data_dir (none: such policies are refused).",
+            valueName: "dir"))
+    var dataRoot = "/var/lib/hangar/data"
+
     func validate() throws {
         if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1, got \(maxBackends)") }
+        if dataRoot != "none" && !dataRoot.hasPrefix("/") {
+            throw ValidationError("--data-root must be an absolute path or none, got \"\(dataRoot)\"")
+        }
         if ingressPort != nil && (getenv("HANGAR_INGRESS_SECRET").map { strlen($0) } ?? 0) < 16 {
             throw ValidationError("--ingress-port needs HANGAR_INGRESS_SECRET of at least 16 bytes")
         }
@@ -60,6 +70,7 @@ struct DroneRun: AsyncParsableCommand {
         configuration.maxBackends = maxBackends
         configuration.memoryBudget = try await commandLineErrors { try memoryBudget.map { try ByteSize(parsing: $0) } }
         configuration.logDirectory = logDirectory == "none" ? nil : logDirectory
+        configuration.dataRoot = dataRoot == "none" ? nil : dataRoot
         let logger = Logger(label: "hangar.drone")
         let runtime = try await commandLineErrors {
             try SandboxRuntime(configuration: .fromEnvironment(), logger: logger)
@@ -72,10 +83,11 @@ struct DroneRun: AsyncParsableCommand {
             FileHandleStandardError.write("hangar: \(error)\n")
             throw ExitCode(1)
         }
-        let drone = Drone(
-            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-            host: .fromEnvironment(), configuration: configuration, store: store)
+        let drone: Drone
         do {
+            drone = try Drone(
+                runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
+                host: .fromEnvironment(), configuration: configuration, store: store)
             let lost = try drone.recover()
             if !lost.isEmpty {
                 FileHandleStandardError.write("hangar drone: \(lost.count) backends of the previous run recorded as lost\n")
@@ -104,6 +116,8 @@ struct DroneRun: AsyncParsableCommand {
             router: AdminAPI.router(for: drone),
             configuration: .init(address: .unixDomainSocket(path: socket), serverName: "hangar-drone"),
             onServerRunning: { _ in
+                // The admin API has no authentication: only root may connect.
+                chmod(socket, 0o600)
                 _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
             },
             logger: logger)
@@ -128,7 +142,7 @@ struct DroneLogs: AsyncParsableCommand {
     var socket = "/run/hangar/drone.sock"
 
     func validate() throws {
-        guard backend.hasPrefix("bk-"), backend.dropFirst(3).allSatisfy(\.isHexDigit) else {
+        guard (try? BackendID(backend)) != nil else {
             throw ValidationError("a backend id looks like bk-0123456789abcdef, got \"\(backend)\"")
         }
     }

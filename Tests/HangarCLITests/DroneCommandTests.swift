@@ -18,7 +18,7 @@ struct DroneCommandTests {
     @Test("spawn, list, inspect, logs, metrics and terminate through the admin API; bad requests are refused")
     func adminAPI() async throws {
         let socket = "/tmp/hangar-drone-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let drone = try HangarProcess.start(["drone", "--socket", socket, "--log-directory", "none", "--state", ":memory:"])
+        let drone = try HangarProcess.start(["drone", "--socket", socket, "--log-directory", "none", "--data-root", "none", "--state", ":memory:"])
         try await drone.waitForOutput("admin API on unix:\(socket)")
         let base = "http://drone"
 
@@ -45,13 +45,14 @@ struct DroneCommandTests {
         let chattyID = try #require(second.body.firstMatch(of: /"id":"(bk-[0-9a-f]+)"/)?.1).description
         let followed = try await HangarProcess.run(["drone", "logs", chattyID, "--follow", "--socket", socket])
         #expect(followed.stdout == "one\ntwo\n", "\(followed)")
-        let missing = try await HangarProcess.run(["drone", "logs", "bk-0000", "--socket", socket])
+        let missing = try await HangarProcess.run(["drone", "logs", "bk-0000000000000000", "--socket", socket])
         #expect(missing.status == 1 && missing.stderr.contains("404"), "\(missing)")
         let metrics = try await curl(socket, [base + "/metrics"])
         #expect(metrics.body.contains("hangar_backends{status=\"ready\"} 1"), "\(metrics.body)")
 
         let bad = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", #"{"key": "x", "image": "../etc"}"#, base + "/backends"])
         #expect(bad.code == 400 && bad.body.contains("image"), "\(bad)")
+        #expect(bad.body.contains(#""kind":"bad-request""#) && bad.body.contains(#""id":"err-"#), "errors are {id, kind, message}: \(bad)")
         let notJSON = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", "{", base + "/backends"])
         #expect(notJSON.code == 400)
         for (field, hostile) in [
@@ -59,7 +60,12 @@ struct DroneCommandTests {
             ("command", #"{"key": "k", "image": "busybox", "command": []}"#),
             ("limits.memory_max", #"{"key": "k", "image": "busybox", "limits": {"memory_max": "12x"}}"#),
             ("max_idle_seconds", #"{"key": "k", "image": "busybox", "max_idle_seconds": -1}"#),
-            ("lifetime_seconds", #"{"key": "k", "image": "busybox", "lifetime_seconds": 1e12}"#),
+            ("lifetime_limit_seconds", #"{"key": "k", "image": "busybox", "lifetime_limit_seconds": 1e12}"#),
+            ("key", #"{"key": "line\nbreak", "image": "busybox"}"#),
+            ("command", #"{"key": "k", "image": "busybox", "command": [""]}"#),
+            ("A=B", #"{"key": "k", "image": "busybox", "env": {"A=B": "1"}}"#),
+            ("env.PORT", #"{"key": "k", "image": "busybox", "env": {"PORT": "1"}}"#),
+            ("env.HANGAR_KEY", #"{"key": "k", "image": "busybox", "env": {"HANGAR_KEY": "someone-else"}}"#),
         ] {
             let refused = try await curl(socket, ["-X", "POST", "-H", "content-type: application/json", "-d", hostile, base + "/backends"])
             #expect(refused.code == 400 && refused.body.contains(field), "\(field): \(refused)")
@@ -68,7 +74,9 @@ struct DroneCommandTests {
             socket, ["-X", "POST", "-H", "content-type: application/json", "-d",
                      #"{"key": "k", "image": "busybox", "limits": {"memory_max": "64g"}}"#, base + "/backends"])
         #expect(aboveMaximum.code == 422 && aboveMaximum.body.contains("above the policy's maximum"), "\(aboveMaximum)")
-        #expect(try await curl(socket, [base + "/backends/bk-0000"]).code == 404)
+        #expect(aboveMaximum.body.contains(#""kind":"refused""#), "\(aboveMaximum)")
+        #expect(try await curl(socket, [base + "/backends/not-an-id"]).code == 400)
+        #expect(try await curl(socket, [base + "/backends/bk-0000000000000000"]).code == 404)
 
         let terminated = try await curl(socket, ["-X", "POST", base + "/backends/\(id)/terminate"])
         #expect(terminated.code == 202)
@@ -95,7 +103,7 @@ struct DroneCommandTests {
             for suffix in ["", "-wal", "-shm"] { unlink(state + suffix) }
             unlink(socket)
         }
-        let arguments = ["drone", "--socket", socket, "--log-directory", "none", "--state", state]
+        let arguments = ["drone", "--socket", socket, "--log-directory", "none", "--data-root", "none", "--state", state]
         let first = try HangarProcess.start(arguments)
         try await first.waitForOutput("admin API on unix:\(socket)")
         let body = #"{"key": "doc-1", "image": "busybox", "command": ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"]}"#
@@ -114,6 +122,12 @@ struct DroneCommandTests {
         #expect(recovered.body.contains(#""status":"terminated""#) && recovered.body.contains(#""reason":"lost""#), "\(recovered.body)")
         let events = try await curl(socket, ["http://drone/events"]).body
         #expect(events.contains(#""reason":"lost""#), "\(events)")
+        // Acknowledged events are not listed again.
+        let last = try #require(events.matches(of: /"id":(\d+)/).last?.1).description
+        let acked = try await curl(
+            socket, ["-X", "POST", "-H", "content-type: application/json", "-d", #"{"through": "# + last + "}", "http://drone/events/ack"])
+        #expect(acked.code == 204, "\(acked)")
+        #expect(try await curl(socket, ["http://drone/events"]).body == #"{"events":[]}"#)
         kill(second.pid, SIGTERM)
         let end = try await second.finish()
         #expect(end.stderr.contains("1 backends of the previous run recorded as lost"), "\(end.stderr)")

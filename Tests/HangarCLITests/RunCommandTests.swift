@@ -64,12 +64,17 @@ struct RunCommandTests {
         (["bench", "spawn", "--memory", "12x"], 64, "invalid size \"12x\""),
         (["bench", "coldstart", "--runs", "0"], 64, "--runs must be 1...100000"),
         (["bench", "idle", "--backends", "0"], 64, "--backends must be 1...5000"),
+        (["bench", "burst", "--backends", "0"], 64, "--backends must be 1...2000"),
+        (["bench", "burst", "--rounds", "1000"], 64, "--rounds must be 1...100"),
+        (["drone", "--data-root", "data"], 64, "--data-root must be an absolute path or none"),
+        (["drone", "--data-root", "/proc/no/such", "--state", ":memory:", "--socket", "/tmp/hangar-never.sock"], 1,
+         "the data root /proc/no/such"),
         (["drone", "--max-backends", "0"], 64, "--max-backends must be at least 1"),
         (["drone", "--memory-budget", "lots", "--state", ":memory:"], 64, "invalid size \"lots\""),
         (["drone", "--ingress-port", "0"], 64, "needs HANGAR_INGRESS_SECRET"),
         (["drone", "--state", "/proc/no/such/drone.sqlite", "--socket", "/tmp/hangar-never.sock"], 1, "the drone's state in /proc/no/such/drone.sqlite"),
         (["drone", "logs", "nope"], 64, "a backend id looks like bk-"),
-        (["drone", "logs", "bk-0000", "--socket", "/tmp/hangar-no-such.sock"], 1, "no drone at /tmp/hangar-no-such.sock"),
+        (["drone", "logs", "bk-0000000000000000", "--socket", "/tmp/hangar-no-such.sock"], 1, "no drone at /tmp/hangar-no-such.sock"),
         (["doctor", "--attack", "--weaken", "everything"], 64, "everything"),
     ])
     func badInput(arguments: [String], status: Int32, message: String) async throws {

@@ -1,6 +1,7 @@
 import Glibc
 import HangarCore
 import HangarDrone
+import HangarPolicy
 import HangarSandbox
 import HangarTestSupport
 import Testing

@@ -95,3 +95,28 @@ public func entries(of path: String) -> [String] { directoryEntries(path) }
 
 /// A whole file as text, or nil.
 public func readFile(_ path: String) -> String? { readTextFile(path) }
+
+/// A directory below /tmp for one test; `remove()` deletes it and everything in it.
+public struct TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init(_ prefix: String = "hangar-test") throws {
+        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp: errno \(errno)") }
+        path = String(cString: made)
+    }
+
+    public func remove() { removeTree(path) }
+}
+
+/// Deletes `path` and, for a directory, everything below it (symlinks are not followed).
+public func removeTree(_ path: String) {
+    var status = stat()
+    guard lstat(path, &status) == 0 else { return }
+    if status.st_mode & S_IFMT == S_IFDIR {
+        for entry in directoryEntries(path) { removeTree(path + "/" + entry) }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the python image: a minimal Debian (debootstrap --variant=minbase) of the
-# host's release with python3 and its standard library. Packages from PyPI can be
+# host's release with python3, its standard library and Debian's python3-websockets (so
+# a WebSocket backend needs nothing more). Packages from PyPI can be
 # added at build time: PIP_PACKAGES="requests numpy" build.sh OUTPUT_DIR
 #
 # Why debootstrap and not a selection of the host's /usr: the image is a real,
@@ -14,8 +15,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 mirror=$("$here/../lib/debian-mirror.sh")
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}")
 cache=/var/cache/hangar/debootstrap
-include=python3
-[ -n "${PIP_PACKAGES:-}" ] && include=python3,python3-pip
+include=python3,python3-websockets
+[ -n "${PIP_PACKAGES:-}" ] && include=$include,python3-pip
 
 mkdir -p "$out" "$cache"
 tmp=$(mktemp -d "$out/.rootfs.XXXXXX")
