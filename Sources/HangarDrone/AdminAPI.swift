@@ -1,4 +1,3 @@
-import Foundation
 import HangarCore
 import HangarPolicy
 import HTTPTypes
@@ -262,9 +261,9 @@ public struct AdminError: HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json; charset=utf-8"
-        let body = try JSONEncoder().encode(Body(id: id, kind: kind.rawValue, message: message))
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        var response = try context.responseEncoder.encode(
+            Body(id: id, kind: kind.rawValue, message: message), from: request, context: context)
+        response.status = status
+        return response
     }
 }

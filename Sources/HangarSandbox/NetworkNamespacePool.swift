@@ -10,6 +10,9 @@ final class NetworkNamespacePool: Sendable {
 
     init(size: Int) { target = max(0, size) }
 
+    /// How many are ready now.
+    var count: Int { state.withLock { $0.ready.count } }
+
     /// A ready namespace (its fd now belongs to the caller), or nil when the pool is empty
     /// (the spawning thread then makes one). The pool is topped up in the background.
     func take() -> Int32? {

@@ -154,6 +154,9 @@ public final class SandboxRuntime: Sendable {
         return sandbox
     }
 
+    /// Network namespaces made ahead and not yet used (each an open fd of this process).
+    public var preparedNetworkNamespaceCount: Int { networkNamespaces.count }
+
     /// How many sandboxes can be in creation at once, each on a spawning thread of its own.
     public static var spawningThreads: Int { Int(hg_spawners_max()) }
 

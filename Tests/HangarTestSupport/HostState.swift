@@ -2,19 +2,36 @@ import Glibc
 import HangarSandbox
 
 /// What a sandbox may leave on the host: mounts, cgroups, entries in the spawning
-/// thread's root mount point, processes with sandbox uids. Taken before and after a
-/// test; the two must be equal.
+/// thread's root mount point, processes with sandbox uids, network namespaces held by
+/// this process. Taken before and after a test; the two must be equal.
 public struct HostState: Equatable, CustomStringConvertible, Sendable {
     public var mounts: [String]
     public var cgroups: [String]
     public var spawnRoot: [String]
     public var sandboxProcesses: [String]
+    /// Network namespaces this process holds open besides the shared runtime's prepared
+    /// ones: a sandbox's that was not released.
+    public var networkNamespaces: Int
 
     /// The state now. `/run/hangar` and the cgroup parent "hangar" are the runtime defaults.
     public static func capture() -> HostState {
         HostState(
             mounts: mountPoints(), cgroups: sandboxCgroups(), spawnRoot: entries(of: "/run/hangar/spawn-root"),
-            sandboxProcesses: processesWithSandboxUIDs())
+            sandboxProcesses: processesWithSandboxUIDs(),
+            networkNamespaces: openNetworkNamespaces() - TestSandbox.runtime.preparedNetworkNamespaceCount)
+    }
+
+    /// Distinct network namespaces among this process's open fds.
+    static func openNetworkNamespaces() -> Int {
+        var seen = Set<String>()
+        var buffer = [CChar](repeating: 0, count: 64)
+        for fd in entries(of: "/proc/self/fd") {
+            let n = readlink("/proc/self/fd/" + fd, &buffer, buffer.count - 1)
+            guard n > 0 else { continue }
+            let target = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if target.hasPrefix("net:[") { seen.insert(target) }
+        }
+        return seen.count
     }
 
     /// Waits up to five seconds for the state to settle back to `expected` (the kernel
@@ -30,7 +47,8 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
     }
 
     public var description: String {
-        "mounts: \(mounts.count), cgroups: \(cgroups), spawn root: \(spawnRoot), sandbox processes: \(sandboxProcesses)"
+        "mounts: \(mounts.count), cgroups: \(cgroups), spawn root: \(spawnRoot), sandbox processes: \(sandboxProcesses), "
+            + "network namespaces held: \(networkNamespaces)"
     }
 
     static func mountPoints() -> [String] {
