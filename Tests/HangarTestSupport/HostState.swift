@@ -21,15 +21,19 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
             networkNamespaces: openNetworkNamespaces() - TestSandbox.runtime.preparedNetworkNamespaceCount)
     }
 
-    /// Distinct network namespaces among this process's open fds.
+    /// Distinct network namespaces among this process's open fds, but its own (which
+    /// threads that visit sandboxes' namespaces keep open to come back to).
     static func openNetworkNamespaces() -> Int {
+        func link(_ path: String) -> String {
+            var buffer = [CChar](repeating: 0, count: 64)
+            let n = readlink(path, &buffer, buffer.count - 1)
+            return n > 0 ? String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+        }
+        let own = link("/proc/self/ns/net")
         var seen = Set<String>()
-        var buffer = [CChar](repeating: 0, count: 64)
         for fd in entries(of: "/proc/self/fd") {
-            let n = readlink("/proc/self/fd/" + fd, &buffer, buffer.count - 1)
-            guard n > 0 else { continue }
-            let target = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if target.hasPrefix("net:[") { seen.insert(target) }
+            let target = link("/proc/self/fd/" + fd)
+            if target.hasPrefix("net:[") && target != own { seen.insert(target) }
         }
         return seen.count
     }
