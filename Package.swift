@@ -75,6 +75,12 @@ let package = Package(
             ],
             swiftSettings: strictness
         ),
+        // The controller's store: one protocol, SQLite (GRDB over the system libsqlite3) embedded.
+        .target(
+            name: "HangarStore",
+            dependencies: ["HangarCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictness
+        ),
         .target(
             name: "HangarDoctor",
             dependencies: ["CShims", "HangarCore", "HangarSandbox", "HangarPolicy"],
@@ -103,6 +109,7 @@ let package = Package(
             swiftSettings: strictness
         ),
         .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
+        .testTarget(name: "HangarStoreTests", dependencies: ["HangarStore", "HangarCore"], swiftSettings: strictness),
         .testTarget(
             name: "HangarPolicyTests",
             dependencies: ["HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],

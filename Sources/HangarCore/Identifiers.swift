@@ -126,6 +126,81 @@ public struct KeyName: Hashable, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
 }
 
+/// A key's namespace (Plane's key.namespace): keys are unique within one. Empty is the
+/// default namespace; otherwise lowercase letters, digits, '-', '_' and '.', at most 64
+/// bytes.
+public struct NamespaceName: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+
+    public static let `default` = NamespaceName(unchecked: "")
+
+    private init(unchecked: String) { rawValue = unchecked }
+
+    /// Validates a namespace read from outside.
+    public init(_ rawValue: String) throws(InvalidValue) {
+        if !rawValue.isEmpty {
+            try validateName(rawValue, what: "namespace", maxLength: 64) {
+                isLowerAlnum($0) || $0 == "-" || $0 == "_" || $0 == "."
+            }
+        }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
+/// The name of a drone (or of a cluster or a pool): lowercase letters, digits, '-', '_',
+/// '.' and ':', starting with a letter or digit, at most 64 bytes. A cluster is often named
+/// after its address ("localhost:9090").
+public struct DroneName: Hashable, Sendable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+
+    public init(_ rawValue: String) throws(InvalidValue) {
+        try validateClusterName(rawValue, what: "drone name")
+        self.rawValue = rawValue
+    }
+
+    public static func < (a: DroneName, b: DroneName) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { rawValue }
+}
+
+/// A cluster: the drones that serve one proxy domain. Same charset as `DroneName`.
+public struct ClusterName: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init(_ rawValue: String) throws(InvalidValue) {
+        try validateClusterName(rawValue, what: "cluster name")
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
+/// A pool of drones within a cluster; empty is the default pool.
+public struct PoolName: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+
+    public static let `default` = PoolName(unchecked: "")
+
+    private init(unchecked: String) { rawValue = unchecked }
+
+    public init(_ rawValue: String) throws(InvalidValue) {
+        if !rawValue.isEmpty { try validateClusterName(rawValue, what: "pool name") }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
+private func validateClusterName(_ value: String, what: String) throws(InvalidValue) {
+    try validateName(value, what: what, maxLength: 64) {
+        isLowerAlnum($0) || $0 == "-" || $0 == "_" || $0 == "." || $0 == ":"
+    }
+    guard let first = value.unicodeScalars.first, isLowerAlnum(first) else {
+        throw InvalidValue(what: what, input: value, reason: "must start with a letter or a digit")
+    }
+}
+
 /// A hostname as the kernel accepts it in a UTS namespace and resolvers expect it:
 /// RFC 1123 labels, at most 64 bytes.
 public struct Hostname: Hashable, Sendable, CustomStringConvertible {

@@ -1,0 +1,378 @@
+import GRDB
+import HangarCore
+
+/// The embedded store: SQLite through GRDB (the system libsqlite3), in WAL mode. Every
+/// write is one serialized transaction, so the check and the claim of a key cannot
+/// interleave; the primary key of `key_lease` is the last word on one holder per key.
+/// Its clock is SQLite's own (`now()`).
+public final class SQLiteStore: ClusterStore {
+    let database: any DatabaseWriter
+
+    /// Opens (creating and migrating) the database at `path`; ":memory:" for one that
+    /// lives as long as this object.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        database =
+            path == ":memory:"
+            ? try DatabaseQueue(configuration: configuration) : try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(database)
+    }
+
+    /// The schema, one migration per version; a migration, once released, never changes.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("1: drones, backends, keys, events, actions, tokens") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE drone (
+                        name TEXT PRIMARY KEY, cluster TEXT NOT NULL, pool TEXT NOT NULL,
+                        draining INTEGER NOT NULL DEFAULT 0, last_heartbeat INTEGER NOT NULL,
+                        capacity_backends INTEGER NOT NULL, capacity_memory INTEGER NOT NULL);
+                    CREATE TABLE backend (
+                        id TEXT PRIMARY KEY, cluster TEXT NOT NULL, drone TEXT NOT NULL REFERENCES drone(name),
+                        key_namespace TEXT NOT NULL, key_name TEXT NOT NULL, key_tag TEXT,
+                        status INTEGER NOT NULL, reason TEXT, exit_code INTEGER,
+                        fencing_token INTEGER NOT NULL, memory INTEGER NOT NULL, spawn_config TEXT NOT NULL,
+                        created_at INTEGER NOT NULL);
+                    CREATE INDEX backend_drone_status ON backend(drone, status);
+                    CREATE TABLE key_lease (
+                        namespace TEXT NOT NULL, name TEXT NOT NULL, backend TEXT REFERENCES backend(id),
+                        tag TEXT, fencing_token INTEGER NOT NULL, expires_at INTEGER,
+                        PRIMARY KEY (namespace, name));
+                    CREATE UNIQUE INDEX key_lease_backend ON key_lease(backend);
+                    CREATE TABLE backend_event (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT, backend TEXT NOT NULL REFERENCES backend(id),
+                        status INTEGER NOT NULL, reason TEXT, exit_code INTEGER, at INTEGER NOT NULL,
+                        UNIQUE (backend, status));
+                    CREATE TABLE drone_action (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT, drone TEXT NOT NULL REFERENCES drone(name),
+                        backend TEXT NOT NULL REFERENCES backend(id), kind TEXT NOT NULL,
+                        acked INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);
+                    CREATE INDEX drone_action_pending ON drone_action(drone, acked);
+                    CREATE TABLE token (
+                        value TEXT PRIMARY KEY, backend TEXT NOT NULL REFERENCES backend(id), user TEXT,
+                        auth TEXT NOT NULL, secret TEXT NOT NULL, expires_at INTEGER NOT NULL);
+                    CREATE INDEX token_backend ON token(backend);
+                    """)
+        }
+        return migrator
+    }
+
+    /// SQLite's clock in milliseconds.
+    static func clock(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)") ?? 0
+    }
+
+    public func now() async throws -> Int64 {
+        try await database.read { try Self.clock($0) }
+    }
+
+    // MARK: drones
+
+    public func registerDrone(_ drone: DroneRegistration) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO drone (name, cluster, pool, last_heartbeat, capacity_backends, capacity_memory)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET cluster = excluded.cluster, pool = excluded.pool,
+                        last_heartbeat = excluded.last_heartbeat, capacity_backends = excluded.capacity_backends,
+                        capacity_memory = excluded.capacity_memory
+                    """,
+                arguments: [
+                    drone.name.rawValue, drone.cluster.rawValue, drone.pool.rawValue, try Self.clock(db),
+                    drone.capacityBackends, Int64(bitPattern: drone.capacityMemory),
+                ])
+        }
+    }
+
+    public func heartbeat(_ drone: DroneName) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "UPDATE drone SET last_heartbeat = ? WHERE name = ?", arguments: [try Self.clock(db), drone.rawValue])
+        }
+    }
+
+    public func setDraining(_ drone: DroneName, _ draining: Bool) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(sql: "UPDATE drone SET draining = ? WHERE name = ?", arguments: [draining, drone.rawValue])
+            return db.changesCount > 0
+        }
+    }
+
+    public func drones(cluster: ClusterName?) async throws -> [DroneRecord] {
+        try await database.read { db in try Self.drones(db, cluster: cluster) }
+    }
+
+    static func drones(_ db: Database, cluster: ClusterName?, pool: PoolName? = nil) throws -> [DroneRecord] {
+        var sql = """
+            SELECT d.*, COUNT(b.id) AS live, COALESCE(SUM(b.memory), 0) AS committed
+            FROM drone d LEFT JOIN backend b ON b.drone = d.name AND b.status < \(BackendStatus.terminated.rawValue)
+            """
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let cluster {
+            conditions.append("d.cluster = ?")
+            _ = arguments.append(contentsOf: [cluster.rawValue])
+        }
+        if let pool {
+            conditions.append("d.pool = ?")
+            _ = arguments.append(contentsOf: [pool.rawValue])
+        }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " GROUP BY d.name ORDER BY d.name"
+        return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+            DroneRecord(
+                registration: DroneRegistration(
+                    name: try DroneName(row["name"]), cluster: try ClusterName(row["cluster"]),
+                    pool: try PoolName(row["pool"]), capacityBackends: row["capacity_backends"],
+                    capacityMemory: UInt64(bitPattern: row["capacity_memory"])),
+                draining: row["draining"], lastHeartbeat: row["last_heartbeat"], liveBackends: row["live"],
+                committedMemory: UInt64(bitPattern: row["committed"]))
+        }
+    }
+
+    // MARK: connect
+
+    public func connect(_ plan: ConnectPlan) async throws -> ConnectOutcome {
+        try await database.write { db in
+            let now = try Self.clock(db)
+            let key = plan.key
+            var fencingToken: Int64 = 1
+            if let lease = try Row.fetchOne(
+                db, sql: "SELECT * FROM key_lease WHERE namespace = ? AND name = ?",
+                arguments: [key.namespace.rawValue, key.name.rawValue])
+            {
+                fencingToken = (lease["fencing_token"] as Int64) + 1
+                if let holder = (lease["backend"] as String?).flatMap({ try? BackendID($0) }),
+                    let backend = try Self.backend(db, holder), backend.status < .terminated
+                {
+                    let expiresAt: Int64? = lease["expires_at"]
+                    if let expiresAt, expiresAt <= now {
+                        // Its drone stopped renewing: the key is free, the backend counts as gone.
+                        try Self.end(db, backend.id, reason: .keyExpired, at: now)
+                    } else if backend.status >= .terminating {
+                        return .terminating(backend.id)
+                    } else if lease["tag"] as String? != key.tag {
+                        return .keyHeld(tag: lease["tag"])
+                    } else {
+                        return .existing(backend)
+                    }
+                }
+            }
+            guard let spawnConfig = plan.spawnConfig else { return .keyUnheldNoSpawnConfig }
+            let candidates = try Self.drones(db, cluster: plan.cluster, pool: plan.pool).filter {
+                !$0.draining && now - $0.lastHeartbeat <= plan.heartbeatFreshness
+            }
+            guard let drone = plan.choose(candidates), candidates.contains(where: { $0.name == drone }) else {
+                return .noDroneAvailable
+            }
+            let backend = BackendRecord(
+                id: plan.newBackend, cluster: plan.cluster, drone: drone, key: key, status: .scheduled, reason: nil,
+                exitCode: nil, fencingToken: fencingToken, memory: plan.memory, spawnConfig: spawnConfig, createdAt: now)
+            try db.execute(
+                sql: """
+                    INSERT INTO backend (id, cluster, drone, key_namespace, key_name, key_tag, status, fencing_token,
+                        memory, spawn_config, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    backend.id.rawValue, plan.cluster.rawValue, drone.rawValue, key.namespace.rawValue, key.name.rawValue,
+                    key.tag, BackendStatus.scheduled.rawValue, fencingToken, Int64(bitPattern: plan.memory), spawnConfig,
+                    now,
+                ])
+            try db.execute(
+                sql: """
+                    INSERT INTO key_lease (namespace, name, backend, tag, fencing_token, expires_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(namespace, name) DO UPDATE SET backend = excluded.backend, tag = excluded.tag,
+                        fencing_token = excluded.fencing_token, expires_at = excluded.expires_at
+                    """,
+                arguments: [
+                    key.namespace.rawValue, key.name.rawValue, backend.id.rawValue, key.tag, fencingToken,
+                    now + Int64(plan.leaseSeconds) * 1000,
+                ])
+            try Self.insertEvent(db, backend.id, .scheduled, reason: nil, exitCode: nil, at: now)
+            let action = try Self.insertAction(db, .spawn, backend: backend.id, drone: drone, at: now)
+            return .spawned(backend, action: action)
+        }
+    }
+
+    // MARK: backends and events
+
+    public func backend(_ id: BackendID) async throws -> BackendRecord? {
+        try await database.read { db in try Self.backend(db, id) }
+    }
+
+    static func backend(_ db: Database, _ id: BackendID) throws -> BackendRecord? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM backend WHERE id = ?", arguments: [id.rawValue]) else {
+            return nil
+        }
+        return BackendRecord(
+            id: id, cluster: try ClusterName(row["cluster"]), drone: try DroneName(row["drone"]),
+            key: KeyRef(
+                namespace: try NamespaceName(row["key_namespace"]), name: try KeyName(row["key_name"]),
+                tag: row["key_tag"]),
+            status: BackendStatus(rawValue: row["status"]) ?? .terminated,
+            reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exit_code"],
+            fencingToken: row["fencing_token"], memory: UInt64(bitPattern: row["memory"]),
+            spawnConfig: row["spawn_config"], createdAt: row["created_at"])
+    }
+
+    public func recordStatus(
+        _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?
+    ) async throws -> StatusEvent? {
+        try await database.write { db in
+            guard let current = try Self.backend(db, backend), status > current.status else { return nil }
+            return try Self.advance(db, backend, to: status, reason: reason, exitCode: exitCode, at: try Self.clock(db))
+        }
+    }
+
+    /// Moves a backend forward, records the event, and frees its key once terminated.
+    static func advance(
+        _ db: Database, _ backend: BackendID, to status: BackendStatus, reason: TerminationReason?, exitCode: Int32?,
+        at now: Int64
+    ) throws -> StatusEvent {
+        try db.execute(
+            sql: "UPDATE backend SET status = ?, reason = COALESCE(?, reason), exit_code = COALESCE(?, exit_code) WHERE id = ?",
+            arguments: [status.rawValue, reason?.rawValue, exitCode, backend.rawValue])
+        if status == .terminated {
+            try db.execute(
+                sql: "UPDATE key_lease SET backend = NULL, expires_at = NULL WHERE backend = ?", arguments: [backend.rawValue])
+        }
+        return try insertEvent(db, backend, status, reason: reason, exitCode: exitCode, at: now)
+    }
+
+    /// Ends a backend in the store alone (its drone is gone or out of reach).
+    static func end(_ db: Database, _ backend: BackendID, reason: TerminationReason, at now: Int64) throws {
+        _ = try advance(db, backend, to: .terminated, reason: reason, exitCode: nil, at: now)
+    }
+
+    static func insertEvent(
+        _ db: Database, _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?,
+        at now: Int64
+    ) throws -> StatusEvent {
+        try db.execute(
+            sql: "INSERT INTO backend_event (backend, status, reason, exit_code, at) VALUES (?, ?, ?, ?, ?)",
+            arguments: [backend.rawValue, status.rawValue, reason?.rawValue, exitCode, now])
+        return StatusEvent(
+            id: db.lastInsertedRowID, backend: backend, status: status, reason: reason, exitCode: exitCode, at: now)
+    }
+
+    public func events(of backend: BackendID, after: Int64) async throws -> [StatusEvent] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM backend_event WHERE backend = ? AND id > ? ORDER BY id",
+                arguments: [backend.rawValue, after]
+            ).map { row in
+                StatusEvent(
+                    id: row["id"], backend: backend, status: BackendStatus(rawValue: row["status"]) ?? .terminated,
+                    reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)),
+                    exitCode: row["exit_code"], at: row["at"])
+            }
+        }
+    }
+
+    // MARK: leases
+
+    public func renewLeases(of drone: DroneName, for seconds: Int) async throws {
+        try await database.write { db in
+            let until = try Self.clock(db) + Int64(seconds) * 1000
+            try db.execute(
+                sql: """
+                    UPDATE key_lease SET expires_at = ? WHERE backend IN
+                        (SELECT id FROM backend WHERE drone = ? AND status < ?)
+                    """,
+                arguments: [until, drone.rawValue, BackendStatus.terminated.rawValue])
+        }
+    }
+
+    public func expireLeases() async throws -> [BackendID] {
+        try await database.write { db in
+            let now = try Self.clock(db)
+            let expired = try String.fetchAll(
+                db, sql: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?", arguments: [now]
+            ).compactMap { try? BackendID($0) }
+            for backend in expired { try Self.end(db, backend, reason: .keyExpired, at: now) }
+            return expired
+        }
+    }
+
+    public func markLost(drone: DroneName) async throws -> [BackendID] {
+        try await database.write { db in
+            let now = try Self.clock(db)
+            let live = try String.fetchAll(
+                db, sql: "SELECT id FROM backend WHERE drone = ? AND status < ?",
+                arguments: [drone.rawValue, BackendStatus.terminated.rawValue]
+            ).compactMap { try? BackendID($0) }
+            for backend in live { try Self.end(db, backend, reason: .lost, at: now) }
+            return live
+        }
+    }
+
+    // MARK: actions
+
+    static func insertAction(
+        _ db: Database, _ kind: DroneAction.Kind, backend: BackendID, drone: DroneName, at now: Int64
+    ) throws -> Int64 {
+        try db.execute(
+            sql: "INSERT INTO drone_action (drone, backend, kind, created_at) VALUES (?, ?, ?, ?)",
+            arguments: [drone.rawValue, backend.rawValue, kind.rawValue, now])
+        return db.lastInsertedRowID
+    }
+
+    public func enqueueAction(_ kind: DroneAction.Kind, backend: BackendID, drone: DroneName) async throws -> Int64 {
+        try await database.write { db in
+            try Self.insertAction(db, kind, backend: backend, drone: drone, at: try Self.clock(db))
+        }
+    }
+
+    public func pendingActions(of drone: DroneName) async throws -> [DroneAction] {
+        try await database.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM drone_action WHERE drone = ? AND acked = 0 ORDER BY id", arguments: [drone.rawValue]
+            ).compactMap { row in
+                guard let kind = DroneAction.Kind(rawValue: row["kind"]) else { return nil }
+                return DroneAction(id: row["id"], drone: drone, backend: try BackendID(row["backend"]), kind: kind)
+            }
+        }
+    }
+
+    public func acknowledgeAction(_ id: Int64, drone: DroneName) async throws {
+        try await database.write { db in
+            try db.execute(sql: "UPDATE drone_action SET acked = 1 WHERE id = ? AND drone = ?", arguments: [id, drone.rawValue])
+        }
+    }
+
+    // MARK: tokens
+
+    public func insertToken(_ token: TokenRecord) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT INTO token (value, backend, user, auth, secret, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [token.value, token.backend.rawValue, token.user, token.auth, token.secret, token.expiresAt])
+        }
+    }
+
+    public func token(_ value: String) async throws -> TokenRecord? {
+        try await database.read { db in
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM token WHERE value = ? AND expires_at > ?", arguments: [value, try Self.clock(db)])
+            else { return nil }
+            return TokenRecord(
+                value: value, backend: try BackendID(row["backend"]), user: row["user"], auth: row["auth"],
+                secret: row["secret"], expiresAt: row["expires_at"])
+        }
+    }
+
+    public func revokeTokens(of backend: BackendID) async throws -> Int {
+        try await database.write { db in
+            try db.execute(sql: "DELETE FROM token WHERE backend = ?", arguments: [backend.rawValue])
+            return db.changesCount
+        }
+    }
+}

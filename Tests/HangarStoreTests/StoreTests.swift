@@ -1,0 +1,191 @@
+import Glibc
+import HangarCore
+import HangarStore
+import Testing
+
+/// The store's guarantees, on real SQLite files in WAL mode.
+@Suite("Cluster store (SQLite)", .serialized, .timeLimit(.minutes(2)))
+struct StoreTests {
+    /// A fresh database file, removed with its WAL files by `remove`.
+    struct Database {
+        let path: String
+        let store: SQLiteStore
+
+        init() throws {
+            path = "/tmp/hangar-store-\(UInt64.random(in: 0...UInt64.max)).sqlite"
+            store = try SQLiteStore(path: path)
+        }
+
+        func remove() {
+            for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+        }
+    }
+
+    let cluster = try! ClusterName("localhost:9090")
+
+    func drone(_ name: String, backends: Int = 100, memory: UInt64 = 0) throws -> DroneRegistration {
+        DroneRegistration(name: try DroneName(name), cluster: cluster, capacityBackends: backends, capacityMemory: memory)
+    }
+
+    func plan(_ key: String, tag: String? = nil, spawn: Bool = true, memory: UInt64 = 1 << 20) throws -> ConnectPlan {
+        ConnectPlan(
+            key: KeyRef(name: try KeyName(key), tag: tag), cluster: cluster, spawnConfig: spawn ? #"{"image":"busybox"}"# : nil,
+            memory: memory, choose: { $0.min { $0.load < $1.load }?.name })
+    }
+
+    @Test("500 concurrent connects for one key give exactly one backend; the others share it")
+    func oneBackendPerKey() async throws {
+        let database = try Database()
+        defer { database.remove() }
+        let store = database.store
+        try await store.registerDrone(drone("dr-a"))
+        let outcomes = try await withThrowingTaskGroup(of: ConnectOutcome.self) { group in
+            for _ in 0..<500 { group.addTask { try await store.connect(try plan("doc-1")) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        var spawned: [BackendID] = []
+        var existing: Set<BackendID> = []
+        for outcome in outcomes {
+            switch outcome {
+            case .spawned(let backend, _): spawned.append(backend.id)
+            case .existing(let backend): existing.insert(backend.id)
+            default: Issue.record("unexpected \(outcome)")
+            }
+        }
+        #expect(spawned.count == 1)
+        #expect(existing == Set(spawned), "every other connect got the one backend")
+        #expect(try await store.pendingActions(of: DroneName("dr-a")).count == 1, "one spawn action")
+    }
+
+    @Test("a terminated backend frees its key; the next holder gets a larger fencing token")
+    func fencing() async throws {
+        let database = try Database()
+        defer { database.remove() }
+        let store = database.store
+        try await store.registerDrone(drone("dr-a"))
+        guard case .spawned(let first, _) = try await store.connect(try plan("doc-1")) else {
+            Issue.record("no spawn")
+            return
+        }
+        #expect(first.fencingToken == 1)
+        #expect(try await store.recordStatus(first.id, .ready, reason: nil, exitCode: nil) != nil)
+        #expect(try await store.recordStatus(first.id, .loading, reason: nil, exitCode: nil) == nil, "only forward")
+        #expect(try await store.recordStatus(first.id, .ready, reason: nil, exitCode: nil) == nil, "once")
+        _ = try await store.recordStatus(first.id, .terminating, reason: .idle, exitCode: nil)
+        #expect(try await store.connect(try plan("doc-1")) == .terminating(first.id), "never a dying backend")
+        _ = try await store.recordStatus(first.id, .terminated, reason: .idle, exitCode: 0)
+        guard case .spawned(let second, _) = try await store.connect(try plan("doc-1")) else {
+            Issue.record("no second spawn")
+            return
+        }
+        #expect(second.fencingToken == 2)
+        #expect(second.id != first.id)
+        let events = try await store.events(of: first.id, after: 0)
+        #expect(events.map(\.status) == [.scheduled, .ready, .terminating, .terminated])
+        #expect(try await store.events(of: first.id, after: events[1].id).map(\.status) == [.terminating, .terminated])
+        #expect(try await store.backend(first.id)?.reason == .idle)
+    }
+
+    @Test("a tag mismatch is key-held; no spawn config for a free key is refused")
+    func tagsAndNoSpawn() async throws {
+        let database = try Database()
+        defer { database.remove() }
+        let store = database.store
+        try await store.registerDrone(drone("dr-a"))
+        #expect(try await store.connect(try plan("doc-1", spawn: false)) == .keyUnheldNoSpawnConfig)
+        guard case .spawned(let backend, _) = try await store.connect(try plan("doc-1", tag: "v1")) else {
+            Issue.record("no spawn")
+            return
+        }
+        #expect(try await store.connect(try plan("doc-1", tag: "v2")) == .keyHeld(tag: "v1"))
+        #expect(try await store.connect(try plan("doc-1", tag: nil)) == .keyHeld(tag: "v1"))
+        #expect(try await store.connect(try plan("doc-1", tag: "v1", spawn: false)) == .existing(backend))
+    }
+
+    @Test("scheduling sees only fresh, undrained drones of the cluster, with their load")
+    func candidates() async throws {
+        let database = try Database()
+        defer { database.remove() }
+        let store = database.store
+        try await store.registerDrone(drone("dr-a", backends: 10, memory: 64 << 20))
+        try await store.registerDrone(drone("dr-b", backends: 10))
+        try await store.registerDrone(
+            DroneRegistration(name: try DroneName("dr-other"), cluster: try ClusterName("elsewhere"), capacityBackends: 10, capacityMemory: 0))
+        #expect(try await store.setDraining(DroneName("dr-b"), true))
+        #expect(try await !store.setDraining(DroneName("dr-nope"), true))
+        for index in 0..<3 {
+            guard case .spawned(let backend, _) = try await store.connect(try plan("k\(index)", memory: 16 << 20)) else {
+                Issue.record("no spawn")
+                return
+            }
+            #expect(backend.drone.rawValue == "dr-a", "dr-b drains, dr-other is another cluster")
+        }
+        let a = try #require(try await store.drones(cluster: cluster).first { $0.name.rawValue == "dr-a" })
+        #expect(a.liveBackends == 3 && a.committedMemory == 48 << 20)
+        #expect(a.load == 0.75, "memory is the larger share: 48 of 64 MiB")
+        #expect(try await store.setDraining(DroneName("dr-a"), true))
+        #expect(try await store.connect(try plan("k9")) == .noDroneAvailable)
+        // A drone whose heartbeat is older than the freshness is no candidate either.
+        #expect(try await store.setDraining(DroneName("dr-b"), false))
+        var stale = try plan("k10")
+        stale.heartbeatFreshness = -1
+        #expect(try await store.connect(stale) == .noDroneAvailable)
+    }
+
+    @Test("leases: renewed by the drone; expired ones free the key; a lost drone's backends end as lost")
+    func leases() async throws {
+        let database = try Database()
+        defer { database.remove() }
+        let store = database.store
+        try await store.registerDrone(drone("dr-a"))
+        var short = try plan("doc-1")
+        short.leaseSeconds = 0
+        guard case .spawned(let first, _) = try await store.connect(short) else {
+            Issue.record("no spawn")
+            return
+        }
+        #expect(try await store.expireLeases() == [first.id], "a lease of 0 s has expired at once")
+        #expect(try await store.backend(first.id)?.reason == .keyExpired)
+        guard case .spawned(let second, _) = try await store.connect(try plan("doc-1")) else {
+            Issue.record("the expired key was not free")
+            return
+        }
+        try await store.renewLeases(of: DroneName("dr-a"), for: 60)
+        #expect(try await store.expireLeases().isEmpty)
+        #expect(try await store.markLost(drone: DroneName("dr-a")) == [second.id])
+        #expect(try await store.backend(second.id)?.reason == .lost)
+        guard case .spawned(let third, _) = try await store.connect(try plan("doc-1")) else {
+            Issue.record("the lost backend's key was not free")
+            return
+        }
+        #expect(third.fencingToken == 3)
+    }
+
+    @Test("actions stay pending until acknowledged, also across a reopen; tokens resolve until revoked")
+    func actionsAndTokens() async throws {
+        let database = try Database()
+        defer { database.remove() }
+        try await database.store.registerDrone(drone("dr-a"))
+        guard case .spawned(let backend, let spawn) = try await database.store.connect(try plan("doc-1")) else {
+            Issue.record("no spawn")
+            return
+        }
+        let terminate = try await database.store.enqueueAction(.terminate, backend: backend.id, drone: DroneName("dr-a"))
+        // The controller restarts: a new store on the same file.
+        let reopened = try SQLiteStore(path: database.path)
+        #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.id) == [spawn, terminate])
+        try await reopened.acknowledgeAction(spawn, drone: DroneName("dr-a"))
+        try await reopened.acknowledgeAction(spawn, drone: DroneName("dr-a"))  // twice: no harm
+        #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.kind) == [.terminate])
+
+        let now = try await reopened.now()
+        try await reopened.insertToken(
+            TokenRecord(value: "tok-live", backend: backend.id, user: "ada", auth: "{}", secret: "s", expiresAt: now + 60_000))
+        try await reopened.insertToken(
+            TokenRecord(value: "tok-old", backend: backend.id, user: nil, auth: "{}", secret: "s", expiresAt: now - 1))
+        #expect(try await reopened.token("tok-live")?.user == "ada")
+        #expect(try await reopened.token("tok-old") == nil, "expired")
+        #expect(try await reopened.revokeTokens(of: backend.id) == 2)
+        #expect(try await reopened.token("tok-live") == nil)
+    }
+}
