@@ -63,10 +63,10 @@ struct SpawnBench: AsyncParsableCommand {
 
     func run() async throws {
         let image = try await commandLineErrors { try ImageStore.fromEnvironment().image(try ImageName(self.image)) }
-        var configuration = SandboxRuntimeConfiguration()
-        configuration.networkNamespacePool = netnsPool
         let runtime = try await commandLineErrors {
-            try SandboxRuntime(configuration: configuration, logger: Logger(label: "hangar.bench"))
+            var configuration = try SandboxRuntimeConfiguration.fromEnvironment()
+            configuration.networkNamespacePool = netnsPool
+            return try SandboxRuntime(configuration: configuration, logger: Logger(label: "hangar.bench"))
         }
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { close(null) }
