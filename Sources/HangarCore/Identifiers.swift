@@ -74,11 +74,8 @@ public struct SandboxID: Hashable, Sendable, CustomStringConvertible {
 
     /// A new random id.
     public static func random() -> SandboxID {
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        let hex = String(value, radix: 16)
         // swift-format-ignore
-        return try! SandboxID("sb-" + String(repeating: "0", count: 16 - hex.count) + hex)
+        try! SandboxID("sb-" + randomHex16())
     }
 
     public var description: String { rawValue }
@@ -101,9 +98,8 @@ public struct BackendID: Hashable, Sendable, CustomStringConvertible, Comparable
 
     /// A new random id.
     public static func random() -> BackendID {
-        let hex = String(UInt64.random(in: 0...UInt64.max), radix: 16)
         // swift-format-ignore
-        return try! BackendID("bk-" + String(repeating: "0", count: 16 - hex.count) + hex)
+        try! BackendID("bk-" + randomHex16())
     }
 
     public static func < (a: BackendID, b: BackendID) -> Bool { a.rawValue < b.rawValue }
@@ -223,4 +219,17 @@ public struct Hostname: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { rawValue }
+}
+
+/// 16 lowercase hex digits of a random 64-bit value (the system's generator): the body of
+/// Hangar's ids.
+public func randomHex16() -> String {
+    String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(to: 16)
+}
+
+extension String {
+    /// Padded on the left with `pad` to `width` characters (unchanged when longer).
+    public func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
 }

@@ -135,10 +135,7 @@ struct OutputPipe {
     let write: Int32
 
     init() throws {
-        var fds: [Int32] = [0, 0]
-        guard hg_pipe(&fds) == 0 else { throw SuiteError("pipe") }
-        read = fds[0]
-        write = fds[1]
+        (read, write) = try makePipe()
     }
 
     func closeWrite() { close(write) }
@@ -151,15 +148,7 @@ struct OutputPipe {
     /// Everything until EOF (the attack prints one line), then closes the read end.
     func readAll() -> String {
         defer { close(read) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = Glibc.read(read, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buffer.prefix(n)
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        return String(decoding: (try? readToEnd(read, limit: 1 << 20)) ?? [], as: UTF8.self)
     }
 }
 

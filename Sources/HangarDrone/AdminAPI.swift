@@ -241,7 +241,7 @@ public struct AdminError: HTTPResponseError, Sendable {
     public let message: String
 
     public init(_ kind: Kind, _ message: String) {
-        id = "err-" + String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(16)
+        id = "err-" + randomHex16()
         self.kind = kind
         self.message = message
     }

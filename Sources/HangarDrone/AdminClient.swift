@@ -1,4 +1,5 @@
 import Glibc
+import HangarSandbox
 
 /// A small client for the drone's admin API on its unix socket: one HTTP/1.1 request per
 /// connection (Connection: close), for `hangar drone logs` and scripts.
@@ -33,13 +34,11 @@ public struct AdminClient: Sendable {
         }
         let request = "GET \(path) HTTP/1.1\r\nHost: drone\r\nConnection: close\r\n\r\n"
         _ = request.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            response += buffer.prefix(n)
+        let response: [UInt8]
+        do {
+            response = try readToEnd(fd, limit: 64 << 20)
+        } catch {
+            throw DroneError("the drone's reply: \(error)")
         }
         guard let end = response.firstRange(of: Array("\r\n\r\n".utf8)) else {
             throw DroneError("the drone's reply had no header")

@@ -149,29 +149,19 @@ public final class Drone: Sendable {
         do {
             spec = try self.spec(for: backend, request: request, policy: policy)
         } catch {
-            counters.failed()
-            backend.logs.note("loading failed: \(error)")
-            backend.terminate(.internalError)
-            backend.apply(.ended(exitCode: nil, reason: nil))
-            return
+            return fail(backend, "loading failed: \(error)")
         }
         guard backend.apply(.spawn).1.status == .starting else { return }  // terminated while loading
         let sandbox: Sandbox
         do {
             let output = try backend.logs.pipe()
+            defer { close(output) }
             let errors = try backend.logs.pipe()
+            defer { close(errors) }
             spec.stdio = (null, output, errors)
-            defer {
-                close(output)
-                close(errors)
-            }
             sandbox = try await runtime.spawn(spec)
         } catch {
-            counters.failed()
-            backend.logs.note("spawn failed: \(error)")
-            backend.terminate(.internalError)
-            backend.apply(.ended(exitCode: nil, reason: nil))
-            return
+            return fail(backend, "spawn failed: \(error)")
         }
         backend.attach(sandbox)
         let started = ContinuousClock.now
@@ -211,6 +201,15 @@ public final class Drone: Sendable {
         }
     }
 
+    /// Ends a backend that could not be loaded or spawned (internal-error), saying why in
+    /// its log.
+    private func fail(_ backend: Backend, _ why: String) {
+        counters.failed()
+        backend.logs.note(why)
+        backend.terminate(.internalError)
+        backend.apply(.ended(exitCode: nil, reason: nil))
+    }
+
     /// The sandbox spec: the policy's, with Hangar's and Plane's variables and the key's
     /// data directory. The wall timeout is the backend's lifetime, which the lifecycle
     /// ends with a terminate (and its grace period) instead of a kill.
@@ -236,8 +235,3 @@ public final class Drone: Sendable {
     }
 }
 
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}

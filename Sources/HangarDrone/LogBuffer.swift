@@ -44,10 +44,12 @@ public final class LogBuffer: Sendable {
     /// kept here (read on a thread of its own until EOF). The caller closes the write end
     /// once the sandbox has it.
     public func pipe() throws(DroneError) -> Int32 {
-        var fds: [Int32] = [-1, -1]
-        let piped = hg_pipe(&fds)
-        guard piped == 0 else { throw DroneError("a log pipe: \(String(cString: strerror(-piped)))") }
-        let read = fds[0]
+        let (read, write): (Int32, Int32)
+        do {
+            (read, write) = try makePipe()
+        } catch {
+            throw DroneError("a log pipe: \(error)")
+        }
         let started = startThread { [self] in
             var buffer = [UInt8](repeating: 0, count: 16384)
             while true {
@@ -60,11 +62,11 @@ public final class LogBuffer: Sendable {
             streamEnded()
         }
         guard started == 0 else {
-            close(fds[0])
-            close(fds[1])
+            close(read)
+            close(write)
             throw DroneError("a log reader thread: \(String(cString: strerror(started)))")
         }
-        return fds[1]
+        return write
     }
 
     /// Both streams have ended: the file is closed (what is in memory stays).

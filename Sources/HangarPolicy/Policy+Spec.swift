@@ -101,7 +101,7 @@ extension Policy {
         if let inodes = limits.upperInodes { spec.upperInodes = UInt64(inodes) }
         if let size = limits.shmSize { spec.shmSize = size }
         spec.readOnlyRoot = filesystem.readOnlyRoot
-        spec.upper = filesystem.upper == .disk ? .disk : .tmpfs
+        spec.upper = filesystem.upper
         spec.limits = ResourceLimits(
             memoryMax: limits.memoryMax, memoryHigh: limits.memoryHigh, swapMax: limits.swapMax,
             pidsMax: limits.pidsMax, cpu: limits.cpu, cpuWeight: limits.cpuWeight)
@@ -117,8 +117,8 @@ extension Policy {
             case .bind(let source, let target, let readOnly):
                 let resolved = try host.allowedSource(source, file: file, key: "filesystem.mounts[\(index)].source")
                 spec.mounts.append(.bind(source: resolved, target: target, readOnly: readOnly))
-            case .tmpfs(let target, let size):
-                spec.mounts.append(.tmpfs(target: target, size: size))
+            case .tmpfs:
+                spec.mounts.append(mount)
             }
         }
         if let inside = filesystem.dataDirectory {

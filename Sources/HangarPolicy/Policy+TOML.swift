@@ -143,8 +143,7 @@ struct TOMLWriter {
             case "\r": out += "\\r"
             default:
                 if scalar.value < 0x20 || scalar.value == 0x7f {
-                    let hex = String(scalar.value, radix: 16, uppercase: true)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                    out += "\\u" + String(scalar.value, radix: 16, uppercase: true).leftPadded(to: 4)
                 } else {
                     out.unicodeScalars.append(scalar)
                 }
@@ -154,8 +153,3 @@ struct TOMLWriter {
     }
 }
 
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}

@@ -98,9 +98,7 @@ public struct Policy: Sendable, Equatable {
     }
 
     public struct Filesystem: Sendable, Equatable {
-        public enum Upper: String, Sendable {
-            case tmpfs, disk
-        }
+        public typealias Upper = UpperLayer
 
         public var upper = Upper.tmpfs
         public var readOnlyRoot = false
@@ -109,18 +107,9 @@ public struct Policy: Sendable, Equatable {
         public var dataDirectory: String? = nil
     }
 
-    public enum Mount: Sendable, Equatable {
-        /// A host directory or file (below an operator-allowed directory) at `target`.
-        case bind(source: String, target: String, readOnly: Bool)
-        /// An empty tmpfs of `size` at `target`.
-        case tmpfs(target: String, size: ByteSize)
-
-        public var target: String {
-            switch self {
-            case .bind(_, let target, _), .tmpfs(let target, _): target
-            }
-        }
-    }
+    /// A mount of `[[filesystem.mounts]]`: the sandbox's own kind; a bind's source must
+    /// lie below an operator-allowed directory (checked when a spec is made).
+    public typealias Mount = SandboxMount
 
     public struct Network: Sendable, Equatable {
         public enum Mode: String, Sendable {

@@ -1,3 +1,4 @@
+import CShims
 import Glibc
 
 /// Why a file could not be read, for a message ("cannot open: No such file or directory").
@@ -11,6 +12,14 @@ public func readWholeFile(_ path: String, limit: Int = 16 << 20) throws(FileRead
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw FileReadError(errno: errno, description: "cannot open: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
+    return try readToEnd(fd, limit: limit)
+}
+
+/// Everything `fd` gives until EOF (a pipe's or a socket's other end closing), retrying
+/// on EINTR; each chunk also goes to `each` as it arrives. Refused past `limit` bytes.
+public func readToEnd(
+    _ fd: Int32, limit: Int = .max, each: (ArraySlice<UInt8>) -> Void = { _ in }
+) throws(FileReadError) -> [UInt8] {
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -19,8 +28,17 @@ public func readWholeFile(_ path: String, limit: Int = 16 << 20) throws(FileRead
         if n < 0 { throw FileReadError(errno: errno, description: "cannot read: \(String(cString: strerror(errno)))") }
         if n == 0 { return bytes }
         bytes += buffer.prefix(n)
+        each(buffer.prefix(n))
         if bytes.count > limit { throw FileReadError(errno: EFBIG, description: "larger than \(limit >> 10) KiB") }
     }
+}
+
+/// A pipe whose two ends are close-on-exec from the start.
+public func makePipe() throws(SandboxError) -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [-1, -1]
+    let piped = hg_pipe(&fds)
+    guard piped == 0 else { throw .system(.host, "pipe", errno: -piped) }
+    return (fds[0], fds[1])
 }
 
 /// A whole (small) file as text, or nil when it cannot be read.

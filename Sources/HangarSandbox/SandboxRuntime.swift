@@ -229,24 +229,25 @@ public final class SandboxRuntime: Sendable {
     /// Gives `spec`'s command to a prepared sandbox. nil: it had ended (the caller spawns
     /// anew); throws when the command could not be started in it.
     private func handOff(_ message: HandOff, to ready: PreparedSandbox, spec: SandboxSpec) async throws(SandboxError) -> Sandbox? {
-        var report: [Int32] = [-1, -1]
-        let piped = hg_pipe(&report)
-        guard piped == 0 else {
+        let report: (read: Int32, write: Int32)
+        do {
+            report = try makePipe()
+        } catch {
             ready.discard()
-            throw .system(.host, "pipe for a hand-off", errno: -piped)
+            throw error
         }
         // It was created at nice 19 (background work); the command runs at normal priority.
         _ = hg_set_nice(ready.sandbox.pid, 0)
-        let fds = [spec.stdio.input, spec.stdio.output, spec.stdio.error] + spec.extraFDs + [report[1]]
+        let fds = [spec.stdio.input, spec.stdio.output, spec.stdio.error] + spec.extraFDs + [report.write]
         let sent = message.send(on: ready.control, fds: fds)
-        close(report[1])
+        close(report.write)
         close(ready.control)
         guard sent == 0 else {
             ready.sandbox.kill()
-            close(report[0])
+            close(report.read)
             return nil
         }
-        let reportFD = report[0]
+        let reportFD = report.read
         switch await BlockingPool.shared.run({ Self.awaitExec(reportFD: reportFD, handOff: true) }) {
         case .executed: break
         case .gone:

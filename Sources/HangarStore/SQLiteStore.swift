@@ -291,25 +291,26 @@ public final class SQLiteStore: ClusterStore {
     }
 
     public func expireLeases() async throws -> [BackendID] {
-        try await database.write { db in
-            let now = try Self.clock(db)
-            let expired = try String.fetchAll(
-                db, sql: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?", arguments: [now]
-            ).compactMap { try? BackendID($0) }
-            for backend in expired { try Self.end(db, backend, reason: .keyExpired, at: now) }
-            return expired
-        }
+        try await endAll(
+            reason: .keyExpired, selectedBy: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?",
+            arguments: { now in [now] })
     }
 
     public func markLost(drone: DroneName) async throws -> [BackendID] {
+        try await endAll(
+            reason: .lost, selectedBy: "SELECT id FROM backend WHERE drone = ? AND status < ?",
+            arguments: { _ in [drone.rawValue, BackendStatus.terminated.rawValue] })
+    }
+
+    /// Ends, in one transaction, the backends a query selects (given the store's clock).
+    private func endAll(
+        reason: TerminationReason, selectedBy sql: String, arguments: @escaping @Sendable (Int64) -> StatementArguments
+    ) async throws -> [BackendID] {
         try await database.write { db in
             let now = try Self.clock(db)
-            let live = try String.fetchAll(
-                db, sql: "SELECT id FROM backend WHERE drone = ? AND status < ?",
-                arguments: [drone.rawValue, BackendStatus.terminated.rawValue]
-            ).compactMap { try? BackendID($0) }
-            for backend in live { try Self.end(db, backend, reason: .lost, at: now) }
-            return live
+            let backends = try String.fetchAll(db, sql: sql, arguments: arguments(now)).compactMap { try? BackendID($0) }
+            for backend in backends { try Self.end(db, backend, reason: reason, at: now) }
+            return backends
         }
     }
 

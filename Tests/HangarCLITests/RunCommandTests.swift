@@ -8,10 +8,6 @@ import Testing
 struct RunCommandTests {
     let before = HostState.capture()
 
-    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
-        #expect(await HostState.settled(to: before) == before, sourceLocation: sourceLocation)
-    }
-
     @Test("prints the command's output and exits with its status")
     func exitStatus() async throws {
         let ok = try await HangarProcess.run(["run", "--", "sh", "-c", "echo hello; exit 7"])
@@ -22,7 +18,7 @@ struct RunCommandTests {
         #expect(python.status == 0)
         let killed = try await HangarProcess.run(["run", "--", "sh", "-c", "kill -KILL $$"])
         #expect(killed.status == 128 + SIGKILL)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("--env, --workdir, --hostname, --memory and --pids reach the sandbox")
@@ -33,7 +29,7 @@ struct RunCommandTests {
         ])
         #expect(result.stdout == "hi there\n/tmp\nbox-1\n", "\(result.stderr)")
         #expect(result.status == 0)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("bad flags and missing things give a clear error and an exit status", arguments: [
@@ -81,7 +77,7 @@ struct RunCommandTests {
         let result = try await HangarProcess.run(arguments)
         #expect(result.status == status, "\(result.stderr)")
         #expect(result.stderr.contains(message), "\(result.stderr)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("hangar doctor checks the host, and --attack prints the table; --weaken names what gets through")
@@ -97,7 +93,7 @@ struct RunCommandTests {
         ])
         #expect(weakened.status == 1)
         #expect(weakened.stdout.contains("1 of 2 attacks contained; NOT CONTAINED: userns-clone"), "\(weakened.stdout)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a wrong HANGAR_CGROUP is refused, naming it")
@@ -107,7 +103,7 @@ struct RunCommandTests {
         let result = try await HangarProcess.run(["run", "--", "true"])
         #expect(result.status == 125)
         #expect(result.stderr.contains("HANGAR_CGROUP: expected auto, v1, v2 or none, got \"v3\""), "\(result.stderr)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("--image-path takes a relative directory; --read-only refuses writes")
@@ -121,7 +117,7 @@ struct RunCommandTests {
         ])
         #expect(readOnly.stdout == "refused\nrefused\n")
         #expect(readOnly.stderr.contains("Read-only file system"))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("hangar bench spawn prints a table and JSON for the contenders asked for")
@@ -135,7 +131,7 @@ struct RunCommandTests {
         #expect(lines.contains { $0.hasPrefix("posix_spawn (floor) ") })
         #expect(!lines.contains { $0.hasPrefix("bwrap") })
         #expect(lines.last?.hasPrefix("{\"benchmark\": \"spawn\", \"runs\": 3, \"results\": [") == true)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("SIGINT and SIGTERM are passed to the command, and everything is removed", arguments: [SIGINT, SIGTERM])
@@ -149,7 +145,7 @@ struct RunCommandTests {
         let result = try await process.finish()
         #expect(result.stdout == "ready\ncaught\n")
         #expect(result.status == 9)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a command that ignores SIGTERM is killed at the second signal")
@@ -163,7 +159,7 @@ struct RunCommandTests {
         kill(process.pid, SIGTERM)
         let result = try await process.finish()
         #expect(result.status == 128 + SIGKILL)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("when hangar itself is killed with SIGKILL, no sandbox process survives")
@@ -177,7 +173,7 @@ struct RunCommandTests {
         // that are gone left behind.
         let next = try await HangarProcess.run(["run", "--", "true"])
         #expect(next.status == 0, "\(next.stderr)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }
 

@@ -28,8 +28,7 @@ struct AttackSuiteTests {
         let results = try await suite.run(Attack.all.filter { $0.name == name })
         let result = try #require(results.first)
         #expect(result.contained, "\(name): \(result.observed)")
-        let after = await HostState.settled(to: before)
-        #expect(after == before, "the attack left something on the host")
+        await expectHostRestored(before, "the attack left something on the host")
     }
 
     @Test("without the argument guard, the suite names the attacks that get through")

@@ -5,50 +5,43 @@ import HangarPolicy
 import HangarSandbox
 import HangarTestSupport
 import Logging
+import Synchronization
 import Testing
 
 /// Backends on a drone, with real servers in real sandboxes.
 @Suite("Drone lifecycle", .serialized, .timeLimit(.minutes(3)))
-struct DroneTests {
+final class DroneTests: Sendable {
     let before = HostState.capture()
+    /// The policy directories this test made, removed when it ends.
+    private let policyDirectories = Mutex<[TemporaryDirectory]>([])
 
-    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
-        let after = await HostState.settled(to: before)
-        #expect(after == before, "the backend left something on the host", sourceLocation: sourceLocation)
-    }
+    deinit { policyDirectories.withLock { $0.forEach { $0.remove() } } }
 
-    /// The repository's policies in a directory of their own, with `backend` (lines of a
-    /// `[backend]` table) and `extra` (more tables) added to busybox's and python's.
-    struct TestPolicies {
-        let directory: TemporaryDirectory
-
-        init(backend: String = "grace = \"1s\"\nstartup_timeout = \"20s\"", extra: String = "") throws {
-            directory = try TemporaryDirectory("hangar-policies")
-            let source = TestSandbox.repositoryRoot + "/policies/"
-            for name in ["default", "busybox", "python"] {
-                var text = try #require(readFile(source + name + ".toml"))
-                if name != "default" { text += "\n[backend]\n\(backend)\n\(extra)\n" }
-                let fd = open(directory.path + "/\(name).toml", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                _ = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-                close(fd)
-            }
-        }
-
-        var loader: PolicyLoader { PolicyLoader(directory: directory.path) }
-        func remove() { directory.remove() }
-    }
-
-    /// A drone with `policies` (removed with the drone's test) and no log files.
+    /// A drone with no log files and no data root, and with the repository's policies in
+    /// a directory of their own (`policies`), `backend` (lines of a `[backend]` table) and
+    /// `extra` (more tables) added to busybox's and python's.
     func drone(
-        _ policies: TestPolicies, _ adjust: (inout DroneConfiguration) -> Void = { _ in }
-    ) throws -> Drone {
+        backend: String = "grace = \"1s\"\nstartup_timeout = \"20s\"", extra: String = "",
+        _ adjust: (inout DroneConfiguration) -> Void = { _ in }
+    ) throws -> (drone: Drone, policies: String) {
+        let directory = try TemporaryDirectory("hangar-policies")
+        policyDirectories.withLock { $0.append(directory) }
+        let source = TestSandbox.repositoryRoot + "/policies/"
+        for name in ["default", "busybox", "python"] {
+            var text = try #require(readFile(source + name + ".toml"))
+            if name != "default" { text += "\n[backend]\n\(backend)\n\(extra)\n" }
+            let fd = open(directory.path + "/\(name).toml", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            try writeAll(fd, Array(text.utf8))
+            close(fd)
+        }
         var configuration = DroneConfiguration()
         configuration.logDirectory = nil
         configuration.dataRoot = nil
         adjust(&configuration)
-        return try Drone(
-            runtime: TestSandbox.runtime, policies: policies.loader, images: TestSandbox.images,
+        let drone = try Drone(
+            runtime: TestSandbox.runtime, policies: PolicyLoader(directory: directory.path), images: TestSandbox.images,
             configuration: configuration)
+        return (drone, directory.path)
     }
 
     /// A python HTTP server on $PORT serving its environment as /env.
@@ -66,15 +59,8 @@ struct DroneTests {
         let fd = try backend.connect()
         defer { close(fd) }
         let request = "GET \(path) HTTP/1.0\r\n\r\n"
-        _ = request.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            bytes += buffer.prefix(n)
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        try writeAll(fd, Array(request.utf8))
+        return String(decoding: try readToEnd(fd), as: UTF8.self)
     }
 
     func waitFor(_ status: BackendStatus, _ backend: Backend, within: Duration = .seconds(20)) async {
@@ -86,9 +72,7 @@ struct DroneTests {
 
     @Test("an HTTP backend goes through every status in order, with Hangar's and Plane's variables")
     func lifecycle() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone().drone
         let backend = try drone.spawn(try httpServer())
         await waitFor(.ready, backend)
         #expect(backend.current.status == .ready)
@@ -112,27 +96,23 @@ struct DroneTests {
         #expect(end.reason == .external)
         #expect(backend.statuses == [.scheduled, .loading, .starting, .waiting, .ready, .terminating, .terminated])
         #expect(drone.metrics().contains("hangar_backends{status=\"terminated\"} 1\n"))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a backend that never listens ends with startup-timeout")
     func startupTimeout() async throws {
-        let policies = try TestPolicies(backend: "startup_timeout = \"1s\"\ngrace = \"1s\"")
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone(backend: "startup_timeout = \"1s\"\ngrace = \"1s\"").drone
         var request = SpawnRequest(key: try KeyName("quiet"), image: try ImageName("busybox"))
         request.command = ["sleep", "60"]
         let backend = try drone.spawn(request)
         let end = await backend.terminated()
         #expect(end.reason == .startupTimeout)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("one that exits reports its code; one that ignores SIGTERM is killed after the grace")
     func exitsAndStubborn() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone().drone
         var exits = SpawnRequest(key: try KeyName("exits"), image: try ImageName("busybox"))
         exits.command = ["sh", "-c", "echo to stdout; echo to stderr >&2; exit 7"]
         let first = try drone.spawn(exits)
@@ -153,14 +133,12 @@ struct DroneTests {
         #expect(stopped.reason == .external)
         #expect(second.statuses.contains(.hardTerminating), "\(second.statuses)")
         #expect(ContinuousClock.now - start >= .milliseconds(950), "the grace period was given")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("idle shutdown fires after max_idle with no connection, never while one is open")
     func idle() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone().drone
         var request = try httpServer(key: "idle")
         request.limits.idleTimeout = 1
         let backend = try drone.spawn(request)
@@ -174,7 +152,7 @@ struct DroneTests {
         client.closeOuter()
         let end = await backend.terminated()
         #expect(end.reason == .idle)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     /// A WebSocket echo server (Python's websockets package, from the python image) on $PORT.
@@ -198,9 +176,7 @@ struct DroneTests {
 
     @Test("a WebSocket echo backend goes through every status, echoes through ingress, and is not idle while a WebSocket is open")
     func webSocket() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone().drone
         let secret = Array("an ingress secret of enough bytes".utf8)
         let listener = try IngressListener(drone: drone, secret: secret, logger: Logger(label: "test"))
         defer { listener.close() }
@@ -222,14 +198,12 @@ struct DroneTests {
         let end = await backend.terminated()
         #expect(end.reason == .idle, "\(end)")
         #expect(backend.statuses == [.scheduled, .loading, .starting, .waiting, .ready, .terminating, .terminated])
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a reset from the backend reaches the client as a reset, not as an orderly end")
     func resetPassesThrough() async throws {
-        let policies = try TestPolicies(backend: "probe = \"tcp\"\ngrace = \"1s\"")
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone(backend: "probe = \"tcp\"\ngrace = \"1s\"").drone
         let secret = Array("an ingress secret of enough bytes".utf8)
         let listener = try IngressListener(drone: drone, secret: secret, logger: Logger(label: "test"))
         defer { listener.close() }
@@ -257,14 +231,12 @@ struct DroneTests {
         #expect(n == -1 && error == ECONNRESET, "read gave \(n), errno \(error)")
         backend.terminate(.external)
         _ = await backend.terminated()
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a backend lives no longer than its lifetime; idle and lifetime beyond the policy's bounds are refused")
     func lifetimeAndBounds() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let (drone, policies) = try drone()
         var request = try httpServer(key: "short-lived")
         request.limits.wallTimeout = 2
         let backend = try drone.spawn(request)
@@ -277,21 +249,20 @@ struct DroneTests {
         let idleError = #expect(throws: DroneError.self) { try drone.spawn(tooIdle) }
         #expect(
             idleError?.description
-                == "backend for key too-idle: request: limits.idle_timeout: 172800s is above the policy's maximum 86400s (limits.max.idle_timeout in \(policies.directory.path)/default.toml)",
+                == "backend for key too-idle: request: limits.idle_timeout: 172800s is above the policy's maximum 86400s (limits.max.idle_timeout in \(policies)/default.toml)",
             "\(idleError.map { "\($0)" } ?? "")")
         var tooLong = try httpServer(key: "too-long")
         tooLong.limits.wallTimeout = 2 * 86400
         #expect(throws: DroneError.self) { try drone.spawn(tooLong) }
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a per-key data directory: read-write, kept across backends of the key, and no key escapes the data root")
     func dataDirectory() async throws {
-        let policies = try TestPolicies(extra: "[filesystem]\ndata_dir = \"/data\"")
-        defer { policies.remove() }
+        let withData = "[filesystem]\ndata_dir = \"/data\""
         let root = try TemporaryDirectory("hangar-data")
         defer { root.remove() }
-        let drone = try drone(policies) { $0.dataRoot = root.path }
+        let drone = try drone(extra: withData) { $0.dataRoot = root.path }.drone
         var writer = SpawnRequest(key: try KeyName("doc-a"), image: try ImageName("busybox"))
         writer.command = ["sh", "-c", "echo \"$HANGAR_KEY\" > /data/note && ls -ln /data/note"]
         let first = try drone.spawn(writer)
@@ -330,20 +301,18 @@ struct DroneTests {
         #expect(fourth.logs.text.contains("it is not a directory"), "\(fourth.logs.text)")
         #expect(entries(of: root.path) == ["doc-a", "doc-b", "planted"], "nothing else was made")
 
-        let without = try self.drone(policies)
+        let without = try self.drone(extra: withData).drone
         var refusedByDrone = SpawnRequest(key: try KeyName("doc-a"), image: try ImageName("busybox"))
         refusedByDrone.command = ["true"]
         #expect(throws: DroneError.self, "a drone without a data root refuses such a policy") { try without.spawn(refusedByDrone) }
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("logs are kept in a bounded buffer and a rotating file")
     func logs() async throws {
         var template = Array("/tmp/hangar-logs-XXXXXX".utf8CString)
         let directory = String(cString: try #require(mkdtemp(&template)))
-        let policies = try TestPolicies(backend: "log_buffer = \"4k\"")
-        defer { policies.remove() }
-        let drone = try drone(policies) { $0.logDirectory = directory }
+        let drone = try drone(backend: "log_buffer = \"4k\"") { $0.logDirectory = directory }.drone
         var chatty = SpawnRequest(key: try KeyName("chatty"), image: try ImageName("busybox"))
         chatty.command = ["sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done"]
         let backend = try drone.spawn(chatty)
@@ -356,14 +325,12 @@ struct DroneTests {
         #expect(file.hasPrefix("line 0\n") && file.hasSuffix("line 1999\n"), "the file has everything")
         unlink(directory + "/\(backend.id).log")
         rmdir(directory)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("200 backends spawned at once, then terminated, leave nothing behind")
     func twoHundred() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies) { $0.maxBackends = 250 }
+        let drone = try drone() { $0.maxBackends = 250 }.drone
         _ = SandboxRuntime.concurrentSpawnsPeak(reset: true)
         var request = SpawnRequest(key: try KeyName("many"), image: try ImageName("busybox"))
         request.command = ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/tmp"]
@@ -383,14 +350,12 @@ struct DroneTests {
         for backend in backends { _ = await backend.terminated() }
         #expect(drone.running.isEmpty)
         print("200 backends ready after \(readyAfter)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("ingress: a signed preface reaches the backend; a missing, wrong or stale one is refused and reaches nothing")
     func ingress() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone().drone
         let secret = Array("an ingress secret of enough bytes".utf8)
         let listener = try IngressListener(drone: drone, secret: secret, port: 0, logger: Logger(label: "test"))
         defer { listener.close() }
@@ -400,16 +365,9 @@ struct DroneTests {
         func exchange(_ preface: String) throws -> String {
             let fd = try ingressSocket(listener)
             defer { close(fd) }
-            let message = preface + "GET /env HTTP/1.0\r\n\r\n"
-            _ = message.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-            var bytes: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = read(fd, &buffer, buffer.count)
-                if n <= 0 { break }
-                bytes += buffer.prefix(n)
-            }
-            return String(decoding: bytes, as: UTF8.self)
+            try? writeAll(fd, Array((preface + "GET /env HTTP/1.0\r\n\r\n").utf8))
+            // A refused connection is closed by the drone, or reset: no bytes either way.
+            return String(decoding: (try? readToEnd(fd)) ?? [], as: UTF8.self)
         }
 
         let good = try exchange(IngressPreface.make(backend: backend.id, secret: secret))
@@ -424,14 +382,12 @@ struct DroneTests {
         #expect(backend.logs.text.components(matching: "GET /env") == requestsSeen, "no refused byte reached the backend")
         backend.terminate(.external)
         _ = await backend.terminated()
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a terminate while loading or starting ends the backend")
     func terminateEarly() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies)
+        let drone = try drone().drone
         let loading = try drone.spawn(try httpServer(key: "early-1"))
         loading.terminate(.external)
         let first = await loading.terminated()
@@ -442,14 +398,12 @@ struct DroneTests {
         let second = await starting.terminated()
         #expect(second.reason == .external)
         #expect(!second.description.isEmpty)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a memory hog ends as oom; a drone beyond its capacity refuses a spawn")
     func oomAndCapacity() async throws {
-        let policies = try TestPolicies()
-        defer { policies.remove() }
-        let drone = try drone(policies) { $0.maxBackends = 1 }
+        let drone = try drone() { $0.maxBackends = 1 }.drone
         var hog = SpawnRequest(key: try KeyName("hog"), image: try ImageName("busybox"))
         hog.command = ["sh", "-c", "x=$(head -c 1000000000 /dev/zero | tr '\\0' a)"]
         hog.limits.memoryMax = .mebibytes(32)
@@ -458,7 +412,7 @@ struct DroneTests {
         #expect(refused?.description == "the drone is full: 1 backends of 1")
         let end = await backend.terminated()
         #expect(end.reason == .oom, "\(end)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }
 

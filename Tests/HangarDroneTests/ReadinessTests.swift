@@ -11,11 +11,6 @@ import Testing
 struct ReadinessTests {
     let before = HostState.capture()
 
-    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
-        let after = await HostState.settled(to: before)
-        #expect(after == before, "the backend left something on the host", sourceLocation: sourceLocation)
-    }
-
     @Test("a real HTTP server becomes ready and answers through a connection made in its namespace")
     func httpServer() async throws {
         var spec = SandboxSpec(
@@ -34,13 +29,7 @@ struct ReadinessTests {
         let fd = try sandbox.connect(port: 8080)
         let request = "GET /page HTTP/1.0\r\n\r\n"
         _ = request.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            response += buffer.prefix(n)
-        }
+        let response = try readToEnd(fd)
         close(fd)
         let text = String(decoding: response, as: UTF8.self)
         #expect(text.hasPrefix("HTTP/1.0 200"), "\(text.prefix(80))")
@@ -48,7 +37,7 @@ struct ReadinessTests {
         sandbox.signal(SIGTERM)
         _ = await sandbox.outcome()
         #expect(!Readiness.answers(sandbox, port: 8080, probe: .tcp), "an ended sandbox answers nothing")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a backend that never listens is not ready by the deadline; the host's own port is not its")
@@ -62,6 +51,6 @@ struct ReadinessTests {
         #expect(ContinuousClock.now - start < .seconds(5))
         sandbox.kill()
         _ = await sandbox.outcome()
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }

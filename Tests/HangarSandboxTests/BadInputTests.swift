@@ -9,10 +9,6 @@ import Testing
 struct BadInputTests {
     let before = HostState.capture()
 
-    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
-        #expect(await HostState.settled(to: before) == before, sourceLocation: sourceLocation)
-    }
-
     func spawnError(_ spec: SandboxSpec) async -> SandboxError? {
         do {
             let sandbox = try await TestSandbox.runtime.spawn(spec)
@@ -34,7 +30,7 @@ struct BadInputTests {
         let error = await spawnError(spec)
         #expect(error?.errno == ELOOP)
         #expect(error?.message.contains("a bind source may not contain symlinks") == true, "\(error?.message ?? "")")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a missing image is refused, naming it")
@@ -57,7 +53,7 @@ struct BadInputTests {
         #expect(error?.code == .exec)
         #expect(error?.errno == ENOENT)
         #expect(error?.message == "command not found in the sandbox: no-such-command")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a command that is not executable is an exec error")
@@ -66,7 +62,7 @@ struct BadInputTests {
         let error = await spawnError(spec)
         #expect(error?.code == .exec)
         #expect(error?.errno == EACCES)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("empty argv, NUL in env or argv, a relative workdir are refused before anything is created")
@@ -90,7 +86,7 @@ struct BadInputTests {
             let error = await spawnError(spec)
             #expect(error?.code == .invalidSpec, "\(spec.command) \(spec.environment)")
         }
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("an overlong or malformed hostname is refused")
@@ -110,7 +106,7 @@ struct BadInputTests {
         let error = await spawnError(spec)
         #expect(error?.step == .workdir)
         #expect(error?.message.contains("/does/not/exist") == true)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test(
@@ -126,7 +122,7 @@ struct BadInputTests {
         #expect(error?.errno == ELOOP)
         #expect(try TreeDigest(root: "/etc") == canary)
         #expect(try TreeDigest(root: root.path) == root.digest, "the image is unchanged")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }
 
@@ -149,7 +145,7 @@ extension BadInputTests {
         #expect(!result.stdout.contains("host secret"), "\(result.stdout)")
         #expect(result.stdout.hasSuffix("end\n"))
         #expect(try TreeDigest(root: root.path) == root.digest, "the image is unchanged")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }
 

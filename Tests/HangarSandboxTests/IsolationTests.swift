@@ -11,11 +11,6 @@ import Testing
 struct IsolationTests {
     let before = HostState.capture()
 
-    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
-        let after = await HostState.settled(to: before)
-        #expect(after == before, "the sandbox left something on the host", sourceLocation: sourceLocation)
-    }
-
     @Test("init is PID 1 and the command runs in a new pid namespace")
     func pidNamespace() async throws {
         let result = try await TestSandbox.run(
@@ -25,7 +20,7 @@ struct IsolationTests {
         #expect(lines.first == "2", "the command is the first child of init")
         #expect(lines.dropFirst().first?.hasPrefix("hangar-init run 3 sh -c") == true)
         #expect(Int(lines.last ?? "") ?? 99 <= 4, "only init, the shell, ls and grep are visible")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("the hostname is the sandbox's own")
@@ -37,7 +32,7 @@ struct IsolationTests {
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count)
         #expect(String(decoding: host.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self) != "tenant-42")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a canary file on the host is unreachable, also through /proc/1/root, .. chains and symlinks")
@@ -61,7 +56,7 @@ struct IsolationTests {
         #expect(!result.stdout.contains("secret"))
         #expect(!result.stdout.contains(name))
         #expect(result.stdout.hasSuffix("done\n"))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("only lo exists, there is no route but loopback, and the host's loopback is unreachable")
@@ -105,7 +100,7 @@ struct IsolationTests {
         // Nothing ever reached the host's listener.
         var pending = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
         #expect(poll(&pending, 1, 0) == 0)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("the command holds no capabilities, has no_new_privs and a seccomp filter")
@@ -122,7 +117,7 @@ struct IsolationTests {
         }
         #expect(fields["NoNewPrivs"] == "1")
         #expect(fields["Seccomp"] == "2")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a non-root user inside gets no capabilities and no supplementary groups")
@@ -139,7 +134,7 @@ struct IsolationTests {
         for cap in ["CapEff:", "CapPrm:", "CapBnd:"] {
             #expect(lines.contains("\(cap) 0000000000000000"))
         }
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("init's memory cannot be reached through /proc/1/mem")
@@ -149,7 +144,7 @@ struct IsolationTests {
         #expect(!result.stdout.contains("WROTE"))
         #expect(!result.stdout.contains("READ"))
         #expect(result.stdout.hasSuffix("end\n"))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("uid 0 inside is an unprivileged uid on the host, and only fds 0-2 are open at exec")
@@ -172,7 +167,7 @@ struct IsolationTests {
         let result = try await started.finish()
         #expect(result.stdout == "0\n")
         #expect(result.status == .signaled(SIGKILL))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("zombies are reaped by init")
@@ -184,7 +179,7 @@ struct IsolationTests {
             """
         let result = try await TestSandbox.run(try TestSandbox.shell(script))
         #expect(result.stdout == "0\n")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("SIGTERM to the sandbox ends the command through init")
@@ -196,32 +191,32 @@ struct IsolationTests {
         let result = try await started.finish()
         #expect(result.status == .exited(3))
         #expect(result.stdout == "ready\ngot-term\n")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a double-forked daemon dies with the sandbox")
     func daemonDies() async throws {
         let result = try await TestSandbox.run(try TestSandbox.shell("(setsid sleep 60 &) ; echo started"))
         #expect(result.stdout == "started\n")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("writes never change the image, and a second sandbox sees the original files")
     func imageUnchanged() async throws {
         let image = try TestSandbox.image("busybox")
-        let before = try TreeDigest(root: image.root)
+        let digest = try TreeDigest(root: image.root)
         let script = """
             echo tampered > /etc/passwd; rm -f /bin/ls; mkdir /new; echo x > /new/file
             chmod 777 /etc; touch /etc/group; cat /etc/passwd
             """
         let first = try await TestSandbox.run(try TestSandbox.shell(script))
         #expect(first.stdout == "tampered\n")
-        #expect(try TreeDigest(root: image.root) == before)
+        #expect(try TreeDigest(root: image.root) == digest)
         let second = try await TestSandbox.run(
             try TestSandbox.shell("head -n 1 /etc/passwd; ls /bin/ls; ls /new 2>&1 | head -n 1"))
         #expect(second.stdout.hasPrefix("root:x:0:0:root:/root:/bin/sh\n/bin/ls\n"))
         #expect(second.stdout.contains("No such file"))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("the upper layer is bounded by its size limit")
@@ -230,7 +225,7 @@ struct IsolationTests {
         spec.upperSize = .mebibytes(8)
         let result = try await TestSandbox.run(spec)
         #expect(result.stdout.contains("No space left on device"))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a memory limit is enforced through the cgroup")
@@ -246,7 +241,7 @@ struct IsolationTests {
         let hogged = try await TestSandbox.run(hog)
         #expect(!hogged.stdout.contains("allocated"))
         #expect(hogged.status == .exited(128 + SIGKILL), "the OOM killer ends the command")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("python3 and its standard library work in the python image")
@@ -257,7 +252,7 @@ struct IsolationTests {
         let result = try await TestSandbox.run(spec)
         #expect(result.stdout == "2\n", "\(result.stderr)")
         #expect(result.status == .exited(0))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }
 

@@ -12,11 +12,6 @@ import Testing
 struct LimitsTests {
     let before = HostState.capture()
 
-    func expectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
-        let after = await HostState.settled(to: before)
-        #expect(after == before, "the sandbox left something on the host", sourceLocation: sourceLocation)
-    }
-
     @Test("a memory hog ends as oom, with its peak at the limit, while a sibling sandbox keeps running")
     func memoryHog() async throws {
         let sibling = try await TestSandbox.start(try TestSandbox.shell("echo alive; while :; do sleep 0.1; done"))
@@ -32,7 +27,7 @@ struct LimitsTests {
         let siblingResult = try await sibling.finish()
         #expect(siblingResult.stdout == "alive\n")
         #expect(siblingResult.outcome.reason == .killed)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a fork bomb is held at pids_max, and the host can still fork meanwhile")
@@ -74,7 +69,7 @@ struct LimitsTests {
         #expect(status == 0)
         started.sandbox.kill()
         _ = try await started.finish()
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a thread bomb is held at pids_max")
@@ -100,7 +95,7 @@ struct LimitsTests {
         let result = try await TestSandbox.run(spec)
         let threads = Int(result.stdout.trimmingCharacters(in: "\n")) ?? 999
         #expect(threads < 32 && threads >= 20, "\(result.stdout) \(result.stderr)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("CPU spinning on four processes stays near a quota of half a core")
@@ -117,7 +112,7 @@ struct LimitsTests {
         let freeRatio = try ratio(free)
         #expect(limitedRatio > 0.2 && limitedRatio < 0.8, "cpu/wall with a quota of 0.5: \(limitedRatio)")
         #expect(freeRatio > limitedRatio * 1.5, "without a quota: \(freeRatio)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     private func ratio(_ outcome: Outcome) throws -> Double {
@@ -142,7 +137,7 @@ struct LimitsTests {
         let result = try await TestSandbox.run(spec)
         #expect(result.stdout == "No space left on device\nNo space left on device\n", "\(result.stderr)")
         #expect(abs(diskFree("/") - disk) < 8 << 20, "host disk use changed")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("an upper layer on disk gives ENOSPC at its size, and leaves no file and no loop device")
@@ -165,7 +160,7 @@ struct LimitsTests {
             loops = loopDevicesBacked(by: "/var/lib/hangar/uppers")
         }
         #expect(loops == loopsBefore, "the loop device detached itself")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     /// Loop devices whose backing file is (or was) in `directory`.
@@ -185,7 +180,7 @@ struct LimitsTests {
         let created = Int(lines.first ?? "") ?? 0
         #expect(created > 100 && created < 200, "\(result.stdout)")
         #expect(lines.last == "No space left on device")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("wall_timeout kills the whole tree")
@@ -196,7 +191,7 @@ struct LimitsTests {
         #expect(result.outcome.reason == .wallTimeout)
         #expect(result.outcome.wallTime < .seconds(10))
         #expect(result.status == .signaled(SIGKILL))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("fd exhaustion gives EMFILE at the nofile rlimit; core dumps are off")
@@ -218,7 +213,7 @@ struct LimitsTests {
         spec.rlimits = [Rlimit(.nofile, 32), Rlimit(.core, 0)]
         let result = try await TestSandbox.run(spec)
         #expect(result.stdout == "\(EMFILE) 29 (32, 32) (0, 0)\n", "\(result.stderr)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("umask, a kept capability, and a read-write bind whose files belong to the bind owner on disk")
@@ -253,7 +248,7 @@ struct LimitsTests {
         #expect(
             result.stdout == "0027\n1000 640\nCapEff: \(capability)\nCapAmb: \(capability)\nRead-only file system\n",
             "\(result.stderr)")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("mounts made below a host bind stay in the sandbox; a read-write file bind is writable under Landlock")
@@ -282,7 +277,7 @@ struct LimitsTests {
         // The tmpfs mounted at /app/tmp never showed up at the bind's source on the host.
         let hostMounts = readFile("/proc/self/mountinfo") ?? ""
         #expect(!hostMounts.contains(directory), "a sandbox mount propagated to the host")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("Landlock: with a read-only root, writes outside /dev and the read-write mounts are refused")
@@ -300,7 +295,7 @@ struct LimitsTests {
         spec.landlock = false
         let unconfined = try await TestSandbox.run(spec)
         #expect(unconfined.stdout == "scratch-ok\nshm-ok\n", "without Landlock the mount flags alone allow /proc/self/comm")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("every system call number, called with harmless arguments, answers as the profile says")
@@ -363,7 +358,7 @@ struct LimitsTests {
             checked += 1
         }
         #expect(checked > 300)
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("log_denied: a refused call is written to the kernel's audit log, and only with it")
@@ -394,7 +389,7 @@ struct LimitsTests {
         }
         #expect(try await audited(logging: true), "the refused mount(2) is in the audit log")
         #expect(try await !audited(logging: false), "without log_denied it is not")
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 
     @Test("a 32-bit int 0x80 system call kills the process", .enabled(if: hg_seccomp_resolve("arch_prctl") >= 0))
@@ -414,7 +409,7 @@ struct LimitsTests {
         let result = try await TestSandbox.run(spec)
         #expect(result.stdout == "before\n", "\(result.stderr)")
         #expect(result.status == .exited(128 + SIGSYS))
-        await expectHostClean()
+        await expectHostRestored(before)
     }
 }
 
@@ -425,8 +420,3 @@ func diskFree(_ path: String) -> Int64 {
     return Int64(st.f_bavail) * Int64(st.f_frsize)
 }
 
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}

@@ -14,8 +14,7 @@ struct PreparedSandboxTests {
     /// Drops every prepared sandbox, then compares the host with how the test found it.
     func dropAndExpectHostClean(sourceLocation: SourceLocation = #_sourceLocation) async {
         await runtime.dropPrepared()
-        let after = await HostState.settled(to: before)
-        #expect(after == before, "prepared sandboxes left something on the host", sourceLocation: sourceLocation)
+        await expectHostRestored(before, "prepared sandboxes left something on the host", sourceLocation: sourceLocation)
     }
 
     /// Waits (at most five seconds) until `count` sandboxes shaped like `spec` are ready.

@@ -1,5 +1,6 @@
 import Glibc
 import HangarSandbox
+import Testing
 
 /// What a sandbox may leave on the host: mounts, cgroups, entries in the spawning
 /// thread's root mount point, processes with sandbox uids, network namespaces held by
@@ -141,4 +142,14 @@ public func removeTree(_ path: String) {
     } else {
         unlink(path)
     }
+}
+
+/// Expects the host to come back to `before` (see `HostState.settled`): nothing a test's
+/// sandboxes made is left.
+public func expectHostRestored(
+    _ before: HostState, _ comment: Comment = "the test left something on the host",
+    sourceLocation: SourceLocation = #_sourceLocation
+) async {
+    let after = await HostState.settled(to: before)
+    #expect(after == before, comment, sourceLocation: sourceLocation)
 }

@@ -122,10 +122,7 @@ struct Pipe {
     let write: Int32
 
     init() throws {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0, fcntl(fds[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(fds[1], F_SETFD, FD_CLOEXEC) == 0 else { throw TestFailure("pipe2: errno \(errno)") }
-        read = fds[0]
-        write = fds[1]
+        (read, write) = try makePipe()
     }
 
     func closeBoth() {
@@ -138,41 +135,15 @@ struct Pipe {
 /// appended to `progress`.
 func readAll(_ fd: Int32, into progress: OutputBuffer? = nil) async -> String {
     await withCheckedContinuation { continuation in
-        let box = Unmanaged.passRetained(ReadJob(fd: fd, progress: progress, continuation: continuation))
-        var thread = pthread_t()
-        pthread_create(
-            &thread, nil,
-            { opaque in
-                let job = Unmanaged<ReadJob>.fromOpaque(opaque!).takeRetainedValue()
-                job.run()
-                return nil
-            }, box.toOpaque())
-        pthread_detach(thread)
-    }
-}
-
-private final class ReadJob {
-    let fd: Int32
-    let progress: OutputBuffer?
-    let continuation: CheckedContinuation<String, Never>
-    init(fd: Int32, progress: OutputBuffer?, continuation: CheckedContinuation<String, Never>) {
-        self.fd = fd
-        self.progress = progress
-        self.continuation = continuation
-    }
-
-    func run() {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = Glibc.read(fd, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buffer.prefix(n)
-            progress?.append(buffer.prefix(n))
+        let started = startThread {
+            let bytes = (try? readToEnd(fd) { progress?.append($0) }) ?? []
+            close(fd)
+            continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
         }
-        close(fd)
-        continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
+        if started != 0 {
+            close(fd)
+            continuation.resume(returning: "")
+        }
     }
 }
 
