@@ -11,6 +11,8 @@ packages=(
     bubblewrap       # the peer in `hangar bench spawn`
     iproute2         # network checks in tests
     e2fsprogs        # mkfs.ext4 for upper layers on disk
+    wrk              # the load in `hangar bench connect`
+    curl             # a real HTTP client in tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -233,3 +233,23 @@ extension String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
     }
 }
+
+/// `count` bytes from the system's CSPRNG (getrandom), as unpadded base64url: what tokens
+/// are made of (32 bytes: 43 characters).
+public func randomToken(bytes count: Int = 32) -> String {
+    var generator = SystemRandomNumberGenerator()
+    let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    var text: [UInt8] = []
+    text.reserveCapacity((count * 4 + 2) / 3)
+    var index = 0
+    while index < bytes.count {
+        let chunk = bytes[index..<min(index + 3, bytes.count)]
+        let value = chunk.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (16 - 8 * UInt32($1.offset)) }
+        for position in 0...chunk.count {
+            text.append(alphabet[Int((value >> (18 - 6 * UInt32(position))) & 63)])
+        }
+        index += 3
+    }
+    return String(decoding: text, as: UTF8.self)
+}

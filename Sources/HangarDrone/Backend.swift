@@ -8,6 +8,8 @@ import Synchronization
 public struct SpawnRequest: Sendable {
     /// The key the backend holds.
     public var key: KeyName
+    /// The key's namespace (its data directory is the namespace's own).
+    public var namespace: NamespaceName = .default
     public var image: ImageName
     /// The command; nil: the policy's.
     public var command: [String]?
@@ -24,12 +26,6 @@ public struct SpawnRequest: Sendable {
         self.image = image
     }
 
-    /// Variables the drone sets for every backend (besides any HANGAR_*), which a
-    /// request's environment may not replace.
-    public static let reservedVariables: Set<String> = [
-        "PORT", "SESSION_BACKEND_ID", "SESSION_BACKEND_KEY", "SESSION_BACKEND_FENCING_TOKEN",
-    ]
-
     /// Checks what no policy can: the command and the environment.
     public func validate() throws(DroneError) {
         if let command, command.isEmpty || command[0].isEmpty || command.contains(where: { $0.utf8.contains(0) }) {
@@ -40,7 +36,7 @@ public struct SpawnRequest: Sendable {
                 throw DroneError(
                     "env.\(name.debugDescription): a name must be non-empty, without '=' or NUL, and a value without NUL")
             }
-            guard !Self.reservedVariables.contains(name), !name.hasPrefix("HANGAR_") else {
+            guard !BackendEnvironment.isReserved(name) else {
                 throw DroneError("env.\(name): set by the drone for every backend (PORT, HANGAR_*, SESSION_BACKEND_*)")
             }
         }
@@ -118,6 +114,14 @@ public final class Backend: Sendable {
             let (_, now) = apply(.graceExpired)
             if now.status == .hardTerminating { sandbox.withLock { $0 }?.kill() }
         }
+    }
+
+    /// Kills it at once (SIGKILL to the whole sandbox), for `reason` unless it was already
+    /// terminating for another.
+    public func kill(_ reason: TerminationReason) {
+        apply(.terminate(reason))
+        let (before, after) = apply(.graceExpired)
+        if before.status < .hardTerminating, after.status == .hardTerminating { sandbox.withLock { $0 }?.kill() }
     }
 
     /// Waits until it is terminated; its final state.

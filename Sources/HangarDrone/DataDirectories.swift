@@ -1,9 +1,12 @@
 import Glibc
+import HangarCore
 import HangarSandbox
 
-/// The per-key data directories of a drone: ROOT/KEY, made on first use and kept after
-/// the backend ends (they are the key's state). A key names one directory entry directly
-/// below the root, or nothing: a key that could reach anything else is refused.
+/// The per-key data directories of a drone: ROOT/KEY for the default namespace and
+/// ROOT/.namespaces/NAMESPACE/KEY for the others, made on first use and kept after the
+/// backend ends (they are the key's state). A key names one directory entry, or nothing: a
+/// key that could reach anything else is refused, and so is a key that starts with "."
+/// (".namespaces" is not a key's).
 struct DataDirectories: Sendable {
     /// The root, its symlinks resolved.
     let root: String
@@ -26,11 +29,11 @@ struct DataDirectories: Sendable {
     }
 
     /// Refuses a key that is not a single, plain directory name.
-    func check(key: String) throws(DroneError) {
+    func check(key: String, namespace: NamespaceName = .default) throws(DroneError) {
         let bytes = Array(key.utf8)
         let problem: String? =
             if bytes.isEmpty || bytes.count > 255 { "it must be 1...255 bytes" }
-            else if key == "." || key == ".." { "\".\" and \"..\" name no directory of their own" }
+            else if key.hasPrefix(".") { "it starts with \".\"" }
             else if bytes.contains(UInt8(ascii: "/")) { "it contains \"/\"" }
             else if bytes.contains(where: { $0 < 0x20 || $0 == 0x7f }) { "it contains a control character" }
             else { nil }
@@ -42,12 +45,30 @@ struct DataDirectories: Sendable {
 
     /// The key's directory, made (mode 0700, owned by the sandbox's `uid` and `gid` as
     /// mapped) when missing. A symlink or anything but a directory in its place is refused.
-    func directory(forKey key: String, uid: UInt32, gid: UInt32) throws(DroneError) -> String {
-        try check(key: key)
-        let path = root + "/" + key
-        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    func directory(forKey key: String, namespace: NamespaceName = .default, uid: UInt32, gid: UInt32) throws(DroneError)
+        -> String
+    {
+        try check(key: key, namespace: namespace)
+        var parent = root
+        var rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootFD >= 0 else { throw DroneError("the data root \(root): \(String(cString: strerror(errno)))") }
         defer { close(rootFD) }
+        if namespace != .default {
+            // Root-owned levels: a namespace's keys live apart from every other namespace's.
+            for level in [".namespaces", namespace.rawValue] {
+                guard mkdirat(rootFD, level, 0o711) == 0 || errno == EEXIST else {
+                    throw DroneError("the data directory \(parent)/\(level): \(String(cString: strerror(errno)))")
+                }
+                let next = openat(rootFD, level, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard next >= 0 else {
+                    throw DroneError("the data directory \(parent)/\(level): \(String(cString: strerror(errno)))")
+                }
+                close(rootFD)
+                rootFD = next
+                parent += "/" + level
+            }
+        }
+        let path = parent + "/" + key
         let made = mkdirat(rootFD, key, 0o700) == 0
         guard made || errno == EEXIST else {
             throw DroneError("the data directory \(path): \(String(cString: strerror(errno)))")

@@ -87,8 +87,10 @@ public final class Drone: Sendable {
     }
 
     /// Starts a backend for `request` and returns at once (status scheduled); its
-    /// lifecycle runs on. Refused beyond the drone's capacity or with a bad request.
-    public func spawn(_ request: SpawnRequest) throws(DroneError) -> Backend {
+    /// lifecycle runs on. Refused beyond the drone's capacity or with a bad request. With
+    /// an `id` (the controller's), a second spawn of the same id returns the first backend.
+    public func spawn(_ request: SpawnRequest, id chosen: BackendID? = nil) throws(DroneError) -> Backend {
+        if let chosen, let existing = backend(chosen) { return existing }
         try request.validate()
         let policy: Policy
         do {
@@ -101,10 +103,10 @@ public final class Drone: Sendable {
                 throw DroneError(
                     "backend for key \(request.key): policy \(policy.name) mounts a data directory (filesystem.data_dir) and this drone has no data root")
             }
-            try dataDirectories.check(key: request.key.rawValue)
+            try dataDirectories.check(key: request.key.rawValue, namespace: request.namespace)
         }
         let memory = policy.limits.memoryMax?.bytes ?? 0
-        let id = BackendID.random()
+        let id = chosen ?? BackendID.random()
         let logs = LogBuffer(
             capacity: Int(policy.backend.logBuffer.bytes), directory: configuration.logDirectory, name: id.rawValue)
         let image = request.image.rawValue
@@ -117,6 +119,7 @@ public final class Drone: Sendable {
             id: id, key: key, port: UInt16(policy.backend.port), grace: .seconds(policy.backend.grace), logs: logs,
             onChange: onChange)
         try backends.withLock { (table) throws(DroneError) in
+            guard table[id] == nil else { throw DroneError("backend \(id) exists") }
             let live = table.values.filter { $0.backend.current.status != .terminated }
             guard live.count < configuration.maxBackends else {
                 throw DroneError("the drone is full: \(live.count) backends of \(configuration.maxBackends)")
@@ -218,7 +221,8 @@ public final class Drone: Sendable {
         var data: String?
         if policy.filesystem.dataDirectory != nil, let dataDirectories {
             data = try dataDirectories.directory(
-                forKey: request.key.rawValue, uid: policy.process.uid, gid: policy.process.gid)
+                forKey: request.key.rawValue, namespace: request.namespace, uid: policy.process.uid,
+                gid: policy.process.gid)
         }
         var spec = try policy.spec(image: image, command: request.command, host: host, dataDirectory: data)
         spec.wallTimeout = nil

@@ -2,12 +2,14 @@ import GRDB
 import Glibc
 import HangarCore
 import HangarSandbox
+import Synchronization
 
 /// The drone's state on disk (SQLite through GRDB): every backend with its latest state,
 /// and an event log of status changes with ids, for the controller to read and
 /// acknowledge. A drone that starts after a crash finds its previous backends here.
 public final class DroneStore: Sendable {
     let database: any DatabaseWriter
+    private let watchers = Mutex<[AsyncStream<Void>.Continuation]>([])
 
     /// One status change of one backend.
     public struct Event: Sendable, Equatable {
@@ -78,6 +80,40 @@ public final class DroneStore: Sendable {
             // The drone goes on; the controller protocol replays from what was stored.
             FileError.report("recording backend \(id): \(error)")
         }
+        notify()
+    }
+
+    /// Records a backend that never started (its spawn was refused): terminated, reason
+    /// internal-error.
+    func recordRefused(id: BackendID, key: String, image: String) {
+        do {
+            try database.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO backend (id, key, image, status, reason) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT(id) DO NOTHING
+                        """,
+                    arguments: [id.rawValue, key, image, BackendStatus.terminated.rawValue, TerminationReason.internalError.rawValue])
+                guard db.changesCount > 0 else { return }
+                try db.execute(
+                    sql: "INSERT INTO event (backend, status, reason) VALUES (?, ?, ?)",
+                    arguments: [id.rawValue, BackendStatus.terminated.rawValue, TerminationReason.internalError.rawValue])
+            }
+        } catch {
+            FileError.report("recording backend \(id): \(error)")
+        }
+        notify()
+    }
+
+    /// A signal after every recorded event (at most one waiting), for whoever forwards them.
+    public func changes() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        watchers.withLock { $0.append(continuation) }
+        return stream
+    }
+
+    private func notify() {
+        for watcher in watchers.withLock({ $0 }) { watcher.yield() }
     }
 
     /// Backends a previous run left unterminated: they died with it (PR_SET_PDEATHSIG and
@@ -101,10 +137,12 @@ public final class DroneStore: Sendable {
         }
     }
 
-    /// Events not yet acknowledged, oldest first.
-    public func unacknowledged(limit: Int = 1000) throws -> [Event] {
+    /// Events not yet acknowledged (after event `after`), oldest first.
+    public func unacknowledged(after: Int64 = 0, limit: Int = 1000) throws -> [Event] {
         try database.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE acked = 0 ORDER BY id LIMIT ?", arguments: [limit]).map { row in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM event WHERE acked = 0 AND id > ? ORDER BY id LIMIT ?", arguments: [after, limit]
+            ).map { row in
                 Event(
                     id: row["id"], backend: try BackendID(row["backend"]), status: BackendStatus(rawValue: row["status"]) ?? .terminated,
                     reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exitCode"])

@@ -34,8 +34,9 @@ public struct SandboxRuntimeConfiguration: Sendable {
     /// The defaults above.
     public init() {}
 
-    /// The defaults, with `HANGAR_CGROUP` (auto, v1, v2, none) and `HANGAR_CGROUP_ROOT`
-    /// applied. An unknown driver name is an error.
+    /// The defaults, with `HANGAR_CGROUP` (auto, v1, v2, none), `HANGAR_CGROUP_ROOT` and
+    /// `HANGAR_CGROUP_PARENT` (so that two drones on one host keep apart) applied. An
+    /// unknown driver name is an error.
     public static func fromEnvironment() throws(SandboxError) -> SandboxRuntimeConfiguration {
         var configuration = SandboxRuntimeConfiguration()
         if let value = getenv("HANGAR_CGROUP").map({ String(cString: $0) }) {
@@ -45,6 +46,12 @@ public struct SandboxRuntimeConfiguration: Sendable {
             configuration.cgroupDriver = choice
         }
         if let root = getenv("HANGAR_CGROUP_ROOT") { configuration.cgroupRoot = String(cString: root) }
+        if let parent = getenv("HANGAR_CGROUP_PARENT").map({ String(cString: $0) }) {
+            guard !parent.isEmpty, !parent.contains("/"), parent != ".", parent != ".." else {
+                throw .invalid("HANGAR_CGROUP_PARENT", "one cgroup name without \"/\", got \"\(parent)\"")
+            }
+            configuration.cgroupParent = parent
+        }
         return configuration
     }
 }

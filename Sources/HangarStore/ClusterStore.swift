@@ -11,16 +11,20 @@ public protocol ClusterStore: Sendable {
 
     /// Registers a drone (or updates it on a reconnect) and counts as a heartbeat.
     func registerDrone(_ drone: DroneRegistration) async throws
-    /// A drone's heartbeat, now.
-    func heartbeat(_ drone: DroneName) async throws
+    /// A drone's heartbeat, now, which renews the leases of the keys its live backends hold
+    /// to now + `seconds` in the same transaction (so a lease never outlives the last
+    /// heartbeat by more than that). False when there is no such drone.
+    func heartbeat(_ drone: DroneName, renewingLeasesFor seconds: Int) async throws -> Bool
     /// Stops (or resumes) new placements on a drone; false when there is no such drone.
     func setDraining(_ drone: DroneName, _ draining: Bool) async throws -> Bool
     /// The drones of `cluster` (every cluster when nil), with their load.
     func drones(cluster: ClusterName?) async throws -> [DroneRecord]
 
-    /// The one transaction behind a connect: the key's live backend, or a new backend on a
-    /// drone `plan.choose` picks, with its key lease, a new fencing token and a spawn action.
-    func connect(_ plan: ConnectPlan) async throws -> ConnectOutcome
+    /// The transaction behind connects, one savepoint per plan in order: the key's live
+    /// backend, or a new backend on a drone `plan.choose` picks, with its key lease, a new
+    /// fencing token and a spawn action; and the connection token. Several concurrent
+    /// connects share one transaction (one commit), each with its own outcome.
+    func connect(_ plans: [ConnectPlan]) async throws -> [Result<ConnectOutcome, any Error>]
 
     func backend(_ id: BackendID) async throws -> BackendRecord?
     /// Records a status a drone reports. Statuses only move forward: a repeated or older
@@ -28,28 +32,56 @@ public protocol ClusterStore: Sendable {
     func recordStatus(
         _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?
     ) async throws -> StatusEvent?
+    /// Asks a live backend to end (reason external): records terminating (or
+    /// hard-terminating) at once, so no connect hands it out again, and queues the action
+    /// for its drone, in one transaction. Nil when there is no such backend or it has
+    /// ended or is already past that point.
+    func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction)?
+    /// `recordStatus` for several changes a drone reports, in order, in one transaction;
+    /// changes of backends that are not that drone's are ignored. The events made.
+    func recordStatuses(_ changes: [StatusChange], from drone: DroneName) async throws -> [StatusEvent]
     /// A backend's status events after event `after` (0: all), oldest first.
     func events(of backend: BackendID, after: Int64) async throws -> [StatusEvent]
 
-    /// Extends the leases of the keys held by `drone`'s live backends to now + `seconds`.
-    func renewLeases(of drone: DroneName, for seconds: Int) async throws
+    /// Backends of `cluster` by status: the live ones, and those terminated in the last
+    /// `recentMilliseconds`.
+    func backendCounts(cluster: ClusterName, recentMilliseconds: Int64) async throws -> [BackendStatus: Int]
     /// Frees every key whose lease has expired; its backend, if still live in the store,
     /// is recorded as terminated (reason key-expired). Returns those backends.
     func expireLeases() async throws -> [BackendID]
     /// Records every live backend of `drone` as terminated (reason lost) and frees their keys.
     func markLost(drone: DroneName) async throws -> [BackendID]
+    /// `markLost` for every drone whose last heartbeat is older than `milliseconds`.
+    func markLost(silentFor milliseconds: Int64) async throws -> [BackendID]
 
     /// Asks `drone` to act on a backend; returns the action's id.
     func enqueueAction(_ kind: DroneAction.Kind, backend: BackendID, drone: DroneName) async throws -> Int64
     /// The actions `drone` has not acknowledged, oldest first (sent again after a reconnect).
     func pendingActions(of drone: DroneName) async throws -> [DroneAction]
-    func acknowledgeAction(_ id: Int64, drone: DroneName) async throws
+    /// Marks actions of `drone` as done (a repeat is harmless), in one transaction.
+    func acknowledgeActions(_ ids: [Int64], drone: DroneName) async throws
 
     func insertToken(_ token: TokenRecord) async throws
     /// A token that has not expired.
     func token(_ value: String) async throws -> TokenRecord?
+    /// Deletes the tokens of a backend: all of them, a user's, or one; returns their values.
+    func revokeTokens(of backend: BackendID, user: String?, value: String?) async throws -> [String]
+}
+
+extension ClusterStore {
+    /// One connect in a transaction of its own.
+    public func connect(_ plan: ConnectPlan) async throws -> ConnectOutcome {
+        try await connect([plan])[0].get()
+    }
+
+    public func acknowledgeAction(_ id: Int64, drone: DroneName) async throws {
+        try await acknowledgeActions([id], drone: drone)
+    }
+
     /// Deletes every token of a backend; returns how many.
-    func revokeTokens(of backend: BackendID) async throws -> Int
+    public func revokeTokens(of backend: BackendID) async throws -> Int {
+        try await revokeTokens(of: backend, user: nil, value: nil).count
+    }
 }
 
 /// A key as a connect names it: unique within its namespace; the tag must match the
@@ -74,13 +106,19 @@ public struct DroneRegistration: Sendable, Equatable {
     public var capacityBackends: Int
     /// Memory its backends may commit in all (their memory limits), in bytes; 0: no budget.
     public var capacityMemory: UInt64
+    /// Where proxies reach its backends ("address:port"); nil: no ingress port.
+    public var ingress: String?
 
-    public init(name: DroneName, cluster: ClusterName, pool: PoolName = .default, capacityBackends: Int, capacityMemory: UInt64) {
+    public init(
+        name: DroneName, cluster: ClusterName, pool: PoolName = .default, capacityBackends: Int, capacityMemory: UInt64,
+        ingress: String? = nil
+    ) {
         self.name = name
         self.cluster = cluster
         self.pool = pool
         self.capacityBackends = capacityBackends
         self.capacityMemory = capacityMemory
+        self.ingress = ingress
     }
 }
 
@@ -123,6 +161,21 @@ public struct BackendRecord: Sendable, Equatable {
     public var createdAt: Int64
 }
 
+/// A status a drone reports for a backend.
+public struct StatusChange: Sendable, Equatable {
+    public var backend: BackendID
+    public var status: BackendStatus
+    public var reason: TerminationReason?
+    public var exitCode: Int32?
+
+    public init(backend: BackendID, status: BackendStatus, reason: TerminationReason?, exitCode: Int32?) {
+        self.backend = backend
+        self.status = status
+        self.reason = reason
+        self.exitCode = exitCode
+    }
+}
+
 /// One status change of one backend, as stored.
 public struct StatusEvent: Sendable, Equatable {
     public var id: Int64
@@ -151,12 +204,17 @@ public struct ConnectPlan: Sendable {
     public var heartbeatFreshness: Int64
     /// Picks a drone among the candidates (ready, fresh, not draining, same cluster and pool).
     public var choose: @Sendable ([DroneRecord]) -> DroneName?
+    /// The connection token to issue with a live backend; nil: none.
+    public var token: TokenDraft?
+    /// The new backend's id was chosen by the client: refuse it if taken.
+    public var clientChoseID = false
 
     public init(
         key: KeyRef, cluster: ClusterName, pool: PoolName = .default, spawnConfig: String?, memory: UInt64,
         newBackend: BackendID = .random(), leaseSeconds: Int = 30, heartbeatFreshness: Int64 = 15_000,
-        choose: @escaping @Sendable ([DroneRecord]) -> DroneName?
+        token: TokenDraft? = nil, choose: @escaping @Sendable ([DroneRecord]) -> DroneName?
     ) {
+        self.token = token
         self.key = key
         self.cluster = cluster
         self.pool = pool
@@ -169,12 +227,37 @@ public struct ConnectPlan: Sendable {
     }
 }
 
+/// A connection token to issue: the store sets its expiry by its own clock, and a
+/// backend spawned with a static token hands out that one instead.
+public struct TokenDraft: Sendable, Equatable {
+    public var value: String
+    public var user: String?
+    public var auth: String
+    public var secret: String
+    /// It stops resolving this long after the connect.
+    public var lifetimeMilliseconds: Int64
+    /// The backend's one token for every connect, valid as long as it lives (Plane's
+    /// use_static_token); only a spawn makes one.
+    public var isStatic: Bool
+
+    public init(value: String, user: String?, auth: String, secret: String, lifetimeMilliseconds: Int64, isStatic: Bool) {
+        self.value = value
+        self.user = user
+        self.auth = auth
+        self.secret = secret
+        self.lifetimeMilliseconds = lifetimeMilliseconds
+        self.isStatic = isStatic
+    }
+}
+
 /// How a connect ended in the store.
 public enum ConnectOutcome: Sendable, Equatable {
-    /// The key's live backend (spawned: false).
-    case existing(BackendRecord)
-    /// A new backend, and the spawn action for its drone.
-    case spawned(BackendRecord, action: Int64)
+    /// The key's live backend (spawned: false), and the token issued.
+    case existing(BackendRecord, token: TokenRecord?)
+    /// A new backend, the spawn action for its drone, and the token issued.
+    case spawned(BackendRecord, action: Int64, token: TokenRecord?)
+    /// The client chose the new backend's id, and a backend has it.
+    case backendIDTaken(BackendID)
     /// The key is held by a backend with another tag.
     case keyHeld(tag: String?)
     /// The key has no live backend and the connect gave no spawn config.
@@ -211,13 +294,19 @@ public struct TokenRecord: Sendable, Equatable {
     public var secret: String
     /// The store's clock when it stops resolving.
     public var expiresAt: Int64
+    /// The backend's static token (it lives as long as the backend).
+    public var isStatic: Bool
 
-    public init(value: String, backend: BackendID, user: String?, auth: String, secret: String, expiresAt: Int64) {
+    public init(
+        value: String, backend: BackendID, user: String?, auth: String, secret: String, expiresAt: Int64,
+        isStatic: Bool = false
+    ) {
         self.value = value
         self.backend = backend
         self.user = user
         self.auth = auth
         self.secret = secret
         self.expiresAt = expiresAt
+        self.isStatic = isStatic
     }
 }

@@ -58,6 +58,14 @@ public final class SQLiteStore: ClusterStore {
                     CREATE INDEX token_backend ON token(backend);
                     """)
         }
+        migrator.registerMigration("2: drone ingress, static tokens") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE drone ADD COLUMN ingress TEXT;
+                    ALTER TABLE token ADD COLUMN is_static INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX backend_cluster_status ON backend(cluster, status);
+                    """)
+        }
         return migrator
     }
 
@@ -76,23 +84,31 @@ public final class SQLiteStore: ClusterStore {
         try await database.write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO drone (name, cluster, pool, last_heartbeat, capacity_backends, capacity_memory)
-                    VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO drone (name, cluster, pool, last_heartbeat, capacity_backends, capacity_memory, ingress)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(name) DO UPDATE SET cluster = excluded.cluster, pool = excluded.pool,
                         last_heartbeat = excluded.last_heartbeat, capacity_backends = excluded.capacity_backends,
-                        capacity_memory = excluded.capacity_memory
+                        capacity_memory = excluded.capacity_memory, ingress = excluded.ingress
                     """,
                 arguments: [
                     drone.name.rawValue, drone.cluster.rawValue, drone.pool.rawValue, try Self.clock(db),
-                    drone.capacityBackends, Int64(bitPattern: drone.capacityMemory),
+                    drone.capacityBackends, Int64(bitPattern: drone.capacityMemory), drone.ingress,
                 ])
         }
     }
 
-    public func heartbeat(_ drone: DroneName) async throws {
+    public func heartbeat(_ drone: DroneName, renewingLeasesFor seconds: Int) async throws -> Bool {
         try await database.write { db in
+            let now = try Self.clock(db)
+            try db.execute(sql: "UPDATE drone SET last_heartbeat = ? WHERE name = ?", arguments: [now, drone.rawValue])
+            guard db.changesCount > 0 else { return false }
             try db.execute(
-                sql: "UPDATE drone SET last_heartbeat = ? WHERE name = ?", arguments: [try Self.clock(db), drone.rawValue])
+                sql: """
+                    UPDATE key_lease SET expires_at = ? WHERE backend IN
+                        (SELECT id FROM backend WHERE drone = ? AND status < ?)
+                    """,
+                arguments: [now + Int64(seconds) * 1000, drone.rawValue, BackendStatus.terminated.rawValue])
+            return true
         }
     }
 
@@ -129,7 +145,7 @@ public final class SQLiteStore: ClusterStore {
                 registration: DroneRegistration(
                     name: try DroneName(row["name"]), cluster: try ClusterName(row["cluster"]),
                     pool: try PoolName(row["pool"]), capacityBackends: row["capacity_backends"],
-                    capacityMemory: UInt64(bitPattern: row["capacity_memory"])),
+                    capacityMemory: UInt64(bitPattern: row["capacity_memory"]), ingress: row["ingress"]),
                 draining: row["draining"], lastHeartbeat: row["last_heartbeat"], liveBackends: row["live"],
                 committedMemory: UInt64(bitPattern: row["committed"]))
         }
@@ -137,68 +153,102 @@ public final class SQLiteStore: ClusterStore {
 
     // MARK: connect
 
-    public func connect(_ plan: ConnectPlan) async throws -> ConnectOutcome {
+    public func connect(_ plans: [ConnectPlan]) async throws -> [Result<ConnectOutcome, any Error>] {
         try await database.write { db in
             let now = try Self.clock(db)
-            let key = plan.key
-            var fencingToken: Int64 = 1
-            if let lease = try Row.fetchOne(
-                db, sql: "SELECT * FROM key_lease WHERE namespace = ? AND name = ?",
-                arguments: [key.namespace.rawValue, key.name.rawValue])
-            {
-                fencingToken = (lease["fencing_token"] as Int64) + 1
-                if let holder = (lease["backend"] as String?).flatMap({ try? BackendID($0) }),
-                    let backend = try Self.backend(db, holder), backend.status < .terminated
-                {
-                    let expiresAt: Int64? = lease["expires_at"]
-                    if let expiresAt, expiresAt <= now {
-                        // Its drone stopped renewing: the key is free, the backend counts as gone.
-                        try Self.end(db, backend.id, reason: .keyExpired, at: now)
-                    } else if backend.status >= .terminating {
-                        return .terminating(backend.id)
-                    } else if lease["tag"] as String? != key.tag {
-                        return .keyHeld(tag: lease["tag"])
-                    } else {
-                        return .existing(backend)
+            return plans.map { plan in
+                Result {
+                    var outcome: ConnectOutcome = .noDroneAvailable
+                    try db.inSavepoint {
+                        outcome = try Self.connect(db, plan, now: now)
+                        return .commit
                     }
+                    return outcome
                 }
             }
-            guard let spawnConfig = plan.spawnConfig else { return .keyUnheldNoSpawnConfig }
-            let candidates = try Self.drones(db, cluster: plan.cluster, pool: plan.pool).filter {
-                !$0.draining && now - $0.lastHeartbeat <= plan.heartbeatFreshness
-            }
-            guard let drone = plan.choose(candidates), candidates.contains(where: { $0.name == drone }) else {
-                return .noDroneAvailable
-            }
-            let backend = BackendRecord(
-                id: plan.newBackend, cluster: plan.cluster, drone: drone, key: key, status: .scheduled, reason: nil,
-                exitCode: nil, fencingToken: fencingToken, memory: plan.memory, spawnConfig: spawnConfig, createdAt: now)
-            try db.execute(
-                sql: """
-                    INSERT INTO backend (id, cluster, drone, key_namespace, key_name, key_tag, status, fencing_token,
-                        memory, spawn_config, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    backend.id.rawValue, plan.cluster.rawValue, drone.rawValue, key.namespace.rawValue, key.name.rawValue,
-                    key.tag, BackendStatus.scheduled.rawValue, fencingToken, Int64(bitPattern: plan.memory), spawnConfig,
-                    now,
-                ])
-            try db.execute(
-                sql: """
-                    INSERT INTO key_lease (namespace, name, backend, tag, fencing_token, expires_at)
-                    VALUES (?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(namespace, name) DO UPDATE SET backend = excluded.backend, tag = excluded.tag,
-                        fencing_token = excluded.fencing_token, expires_at = excluded.expires_at
-                    """,
-                arguments: [
-                    key.namespace.rawValue, key.name.rawValue, backend.id.rawValue, key.tag, fencingToken,
-                    now + Int64(plan.leaseSeconds) * 1000,
-                ])
-            try Self.insertEvent(db, backend.id, .scheduled, reason: nil, exitCode: nil, at: now)
-            let action = try Self.insertAction(db, .spawn, backend: backend.id, drone: drone, at: now)
-            return .spawned(backend, action: action)
         }
+    }
+
+    static func connect(_ db: Database, _ plan: ConnectPlan, now: Int64) throws -> ConnectOutcome {
+        let key = plan.key
+        var fencingToken: Int64 = 1
+        if let lease = try Row.fetchOne(
+            db, sql: "SELECT * FROM key_lease WHERE namespace = ? AND name = ?",
+            arguments: [key.namespace.rawValue, key.name.rawValue])
+        {
+            fencingToken = (lease["fencing_token"] as Int64) + 1
+            if let holder = (lease["backend"] as String?).flatMap({ try? BackendID($0) }),
+                let backend = try Self.backend(db, holder), backend.status < .terminated
+            {
+                let expiresAt: Int64? = lease["expires_at"]
+                if let expiresAt, expiresAt <= now {
+                    // Its drone stopped renewing: the key is free, the backend counts as gone.
+                    try Self.end(db, backend.id, reason: .keyExpired, at: now)
+                } else if backend.status >= .terminating {
+                    return .terminating(backend.id)
+                } else if lease["tag"] as String? != key.tag {
+                    return .keyHeld(tag: lease["tag"])
+                } else {
+                    return .existing(backend, token: try issue(db, plan.token, for: backend.id, spawning: false, now: now))
+                }
+            }
+        }
+        guard let spawnConfig = plan.spawnConfig else { return .keyUnheldNoSpawnConfig }
+        if plan.clientChoseID, try Self.backend(db, plan.newBackend) != nil { return .backendIDTaken(plan.newBackend) }
+        let candidates = try Self.drones(db, cluster: plan.cluster, pool: plan.pool).filter {
+            !$0.draining && now - $0.lastHeartbeat <= plan.heartbeatFreshness
+        }
+        guard let drone = plan.choose(candidates), candidates.contains(where: { $0.name == drone }) else {
+            return .noDroneAvailable
+        }
+        let backend = BackendRecord(
+            id: plan.newBackend, cluster: plan.cluster, drone: drone, key: key, status: .scheduled, reason: nil,
+            exitCode: nil, fencingToken: fencingToken, memory: plan.memory, spawnConfig: spawnConfig, createdAt: now)
+        try db.execute(
+            sql: """
+                INSERT INTO backend (id, cluster, drone, key_namespace, key_name, key_tag, status, fencing_token,
+                    memory, spawn_config, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                backend.id.rawValue, plan.cluster.rawValue, drone.rawValue, key.namespace.rawValue, key.name.rawValue,
+                key.tag, BackendStatus.scheduled.rawValue, fencingToken, Int64(bitPattern: plan.memory), spawnConfig,
+                now,
+            ])
+        try db.execute(
+            sql: """
+                INSERT INTO key_lease (namespace, name, backend, tag, fencing_token, expires_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(namespace, name) DO UPDATE SET backend = excluded.backend, tag = excluded.tag,
+                    fencing_token = excluded.fencing_token, expires_at = excluded.expires_at
+                """,
+            arguments: [
+                key.namespace.rawValue, key.name.rawValue, backend.id.rawValue, key.tag, fencingToken,
+                now + Int64(plan.leaseSeconds) * 1000,
+            ])
+        _ = try Self.insertEvent(db, backend.id, .scheduled, reason: nil, exitCode: nil, at: now)
+        let action = try Self.insertAction(db, .spawn, backend: backend.id, drone: drone, at: now)
+        return .spawned(backend, action: action, token: try issue(db, plan.token, for: backend.id, spawning: true, now: now))
+    }
+
+    /// The token a connect gets: the backend's static token when it has one (a spawn with
+    /// use_static_token makes it), else the draft, stored.
+    static func issue(_ db: Database, _ draft: TokenDraft?, for backend: BackendID, spawning: Bool, now: Int64) throws
+        -> TokenRecord?
+    {
+        guard let draft else { return nil }
+        if !spawning,
+            let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM token WHERE backend = ? AND is_static = 1 LIMIT 1", arguments: [backend.rawValue])
+        {
+            return try token(row)
+        }
+        let isStatic = draft.isStatic && spawning
+        let token = TokenRecord(
+            value: draft.value, backend: backend, user: draft.user, auth: draft.auth, secret: draft.secret,
+            expiresAt: isStatic ? Int64.max : now + draft.lifetimeMilliseconds, isStatic: isStatic)
+        try insert(db, token)
+        return token
     }
 
     // MARK: backends and events
@@ -228,6 +278,19 @@ public final class SQLiteStore: ClusterStore {
         try await database.write { db in
             guard let current = try Self.backend(db, backend), status > current.status else { return nil }
             return try Self.advance(db, backend, to: status, reason: reason, exitCode: exitCode, at: try Self.clock(db))
+        }
+    }
+
+    public func recordStatuses(_ changes: [StatusChange], from drone: DroneName) async throws -> [StatusEvent] {
+        try await database.write { db in
+            let now = try Self.clock(db)
+            return try changes.compactMap { change in
+                guard let current = try Self.backend(db, change.backend), current.drone == drone,
+                    change.status > current.status
+                else { return nil }
+                return try Self.advance(
+                    db, change.backend, to: change.status, reason: change.reason, exitCode: change.exitCode, at: now)
+            }
         }
     }
 
@@ -262,6 +325,20 @@ public final class SQLiteStore: ClusterStore {
             id: db.lastInsertedRowID, backend: backend, status: status, reason: reason, exitCode: exitCode, at: now)
     }
 
+    public func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction)? {
+        try await database.write { db in
+            let status: BackendStatus = hard ? .hardTerminating : .terminating
+            guard var record = try Self.backend(db, backend), record.status < status else { return nil }
+            let now = try Self.clock(db)
+            _ = try Self.advance(db, backend, to: status, reason: .external, exitCode: nil, at: now)
+            let kind: DroneAction.Kind = hard ? .hardTerminate : .terminate
+            let id = try Self.insertAction(db, kind, backend: backend, drone: record.drone, at: now)
+            record.status = status
+            record.reason = .external
+            return (record, DroneAction(id: id, drone: record.drone, backend: backend, kind: kind))
+        }
+    }
+
     public func events(of backend: BackendID, after: Int64) async throws -> [StatusEvent] {
         try await database.read { db in
             try Row.fetchAll(
@@ -278,22 +355,41 @@ public final class SQLiteStore: ClusterStore {
 
     // MARK: leases
 
-    public func renewLeases(of drone: DroneName, for seconds: Int) async throws {
-        try await database.write { db in
-            let until = try Self.clock(db) + Int64(seconds) * 1000
-            try db.execute(
-                sql: """
-                    UPDATE key_lease SET expires_at = ? WHERE backend IN
-                        (SELECT id FROM backend WHERE drone = ? AND status < ?)
-                    """,
-                arguments: [until, drone.rawValue, BackendStatus.terminated.rawValue])
-        }
-    }
-
     public func expireLeases() async throws -> [BackendID] {
         try await endAll(
             reason: .keyExpired, selectedBy: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?",
             arguments: { now in [now] })
+    }
+
+    public func markLost(silentFor milliseconds: Int64) async throws -> [BackendID] {
+        try await endAll(
+            reason: .lost,
+            selectedBy: """
+                SELECT b.id FROM backend b JOIN drone d ON b.drone = d.name
+                WHERE b.status < ? AND d.last_heartbeat < ?
+                """,
+            arguments: { now in [BackendStatus.terminated.rawValue, now - milliseconds] })
+    }
+
+    public func backendCounts(cluster: ClusterName, recentMilliseconds: Int64) async throws -> [BackendStatus: Int] {
+        try await database.read { db in
+            let since = try Self.clock(db) - recentMilliseconds
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT status, COUNT(*) AS n FROM backend WHERE cluster = ? AND (status < ? OR id IN
+                        (SELECT backend FROM backend_event WHERE status = ? AND at >= ?))
+                    GROUP BY status
+                    """,
+                arguments: [
+                    cluster.rawValue, BackendStatus.terminated.rawValue, BackendStatus.terminated.rawValue, since,
+                ])
+            var counts: [BackendStatus: Int] = [:]
+            for row in rows {
+                if let status = BackendStatus(rawValue: row["status"]) { counts[status] = row["n"] }
+            }
+            return counts
+        }
     }
 
     public func markLost(drone: DroneName) async throws -> [BackendID] {
@@ -342,38 +438,58 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
-    public func acknowledgeAction(_ id: Int64, drone: DroneName) async throws {
+    public func acknowledgeActions(_ ids: [Int64], drone: DroneName) async throws {
         try await database.write { db in
-            try db.execute(sql: "UPDATE drone_action SET acked = 1 WHERE id = ? AND drone = ?", arguments: [id, drone.rawValue])
+            for id in ids {
+                try db.execute(
+                    sql: "UPDATE drone_action SET acked = 1 WHERE id = ? AND drone = ?", arguments: [id, drone.rawValue])
+            }
         }
     }
 
     // MARK: tokens
 
     public func insertToken(_ token: TokenRecord) async throws {
-        try await database.write { db in
-            try db.execute(
-                sql: "INSERT INTO token (value, backend, user, auth, secret, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [token.value, token.backend.rawValue, token.user, token.auth, token.secret, token.expiresAt])
-        }
+        try await database.write { db in try Self.insert(db, token) }
+    }
+
+    static func insert(_ db: Database, _ token: TokenRecord) throws {
+        try db.execute(
+            sql: "INSERT INTO token (value, backend, user, auth, secret, expires_at, is_static) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            arguments: [
+                token.value, token.backend.rawValue, token.user, token.auth, token.secret, token.expiresAt, token.isStatic,
+            ])
+    }
+
+    static func token(_ row: Row) throws -> TokenRecord {
+        TokenRecord(
+            value: row["value"], backend: try BackendID(row["backend"]), user: row["user"], auth: row["auth"],
+            secret: row["secret"], expiresAt: row["expires_at"], isStatic: row["is_static"])
     }
 
     public func token(_ value: String) async throws -> TokenRecord? {
         try await database.read { db in
-            guard
-                let row = try Row.fetchOne(
-                    db, sql: "SELECT * FROM token WHERE value = ? AND expires_at > ?", arguments: [value, try Self.clock(db)])
-            else { return nil }
-            return TokenRecord(
-                value: value, backend: try BackendID(row["backend"]), user: row["user"], auth: row["auth"],
-                secret: row["secret"], expiresAt: row["expires_at"])
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM token WHERE value = ? AND expires_at > ?", arguments: [value, try Self.clock(db)]
+            ).map(Self.token)
         }
     }
 
-    public func revokeTokens(of backend: BackendID) async throws -> Int {
+    public func revokeTokens(of backend: BackendID, user: String?, value: String?) async throws -> [String] {
         try await database.write { db in
-            try db.execute(sql: "DELETE FROM token WHERE backend = ?", arguments: [backend.rawValue])
-            return db.changesCount
+            var sql = "FROM token WHERE backend = ?"
+            var arguments: StatementArguments = [backend.rawValue]
+            if let user {
+                sql += " AND user = ?"
+                _ = arguments.append(contentsOf: [user])
+            }
+            if let value {
+                sql += " AND value = ?"
+                _ = arguments.append(contentsOf: [value])
+            }
+            let values = try String.fetchAll(db, sql: "SELECT value " + sql, arguments: arguments)
+            try db.execute(sql: "DELETE " + sql, arguments: arguments)
+            return values
         }
     }
 }

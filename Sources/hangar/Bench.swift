@@ -9,7 +9,9 @@ import Logging
 /// `hangar bench …`: measurements, printed as a table and as JSON, with peers side by side.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure Hangar against its peers in the same run.", subcommands: [SpawnBench.self, ColdstartBench.self, BurstBench.self, IdleBench.self])
+        abstract: "Measure Hangar against its peers in the same run.", subcommands: [
+            SpawnBench.self, ColdstartBench.self, BurstBench.self, IdleBench.self, ConnectBench.self,
+        ])
 }
 
 /// Spawn-and-exit latency of /bin/true: Hangar's sandbox, bubblewrap, plain posix_spawn.

@@ -55,7 +55,25 @@ struct DroneRun: AsyncParsableCommand {
             valueName: "dir"))
     var dataRoot = "/var/lib/hangar/data"
 
+    @Option(help: ArgumentHelp("Take orders from this controller (its token: HANGAR_CONTROLLER_TOKEN).", valueName: "url"))
+    var controller: String?
+
+    @Option(help: ArgumentHelp("This drone's name (default: the hostname).", valueName: "name"))
+    var name: String?
+
+    @Option(help: ArgumentHelp("The cluster it serves.", valueName: "name"))
+    var cluster = "localhost:9090"
+
+    @Option(help: ArgumentHelp("Its pool within the cluster (default: the default pool).", valueName: "name"))
+    var pool = ""
+
     func validate() throws {
+        if let controller, !(controller.hasPrefix("http://") || controller.hasPrefix("https://")) {
+            throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller)\"")
+        }
+        for (option, value) in [("--name", name), ("--cluster", cluster), ("--pool", pool.isEmpty ? nil : pool)] {
+            if let value, (try? DroneName(value)) == nil { throw ValidationError("\(option): \(invalidName(value))") }
+        }
         if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1, got \(maxBackends)") }
         if dataRoot != "none" && !dataRoot.hasPrefix("/") {
             throw ValidationError("--data-root must be an absolute path or none, got \"\(dataRoot)\"")
@@ -109,9 +127,21 @@ struct DroneRun: AsyncParsableCommand {
         }
         defer { ingress?.close() }
         let banner =
-            "hangar drone: admin API on unix:\(socket)" + (ingress.map { ", ingress on \(ingressAddress):\($0.port)" } ?? "") + "\n"
+            "hangar drone: admin API on unix:\(socket)" + (ingress.map { ", ingress on \(ingressAddress):\($0.port)" } ?? "")
+            + (controller.map { ", controller \($0)" } ?? "") + "\n"
         try? makeDirectories(String(socket.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")))
         unlink(socket)  // a socket left by an earlier drone
+        var link: ControllerLink?
+        if let controller {
+            var settings = ControllerLinkConfiguration(
+                url: controller, cluster: try ClusterName(cluster), name: try DroneName(name ?? hostname()))
+            settings.pool = try PoolName(pool)
+            settings.token = getenv("HANGAR_CONTROLLER_TOKEN").map { String(cString: $0) }
+            settings.ingress = ingress.map { "\(ingressAddress):\($0.port)" }
+            link = ControllerLink(drone: drone, configuration: settings, logger: logger)
+        }
+        let linkTask = link.map { link in Task { await link.run() } }
+        defer { linkTask?.cancel() }
         let app = Application(
             router: AdminAPI.router(for: drone),
             configuration: .init(address: .unixDomainSocket(path: socket), serverName: "hangar-drone"),
@@ -125,6 +155,23 @@ struct DroneRun: AsyncParsableCommand {
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
     }
+}
+
+/// Why a name is not a drone, cluster or pool name.
+func invalidName(_ value: String) -> String {
+    do {
+        _ = try DroneName(value)
+        return ""
+    } catch {
+        return error.description
+    }
+}
+
+/// The host's name (the drone's default name), lowercased.
+func hostname() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    gethostname(&buffer, buffer.count - 1)
+    return String(cString: buffer).lowercased()
 }
 
 /// `hangar drone logs BACKEND [--follow]`: a backend's stdout and stderr, from a running drone.

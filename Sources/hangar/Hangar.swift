@@ -5,6 +5,10 @@ struct Hangar: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hangar",
         abstract: "Run one isolated, stateful process per key.",
-        subcommands: [Run.self, PolicyCommand.self, DoctorCommand.self, DroneCommand.self, Bench.self]
+        subcommands: [
+            Run.self, PolicyCommand.self, DoctorCommand.self, DroneCommand.self, ControllerCommand.self,
+            ConnectCommand.self, StatusCommand.self, TerminateCommand.self, DrainCommand.self, ClusterCommand.self,
+            Bench.self,
+        ]
     )
 }

@@ -47,8 +47,8 @@ struct StoreTests {
         var existing: Set<BackendID> = []
         for outcome in outcomes {
             switch outcome {
-            case .spawned(let backend, _): spawned.append(backend.id)
-            case .existing(let backend): existing.insert(backend.id)
+            case .spawned(let backend, _, _): spawned.append(backend.id)
+            case .existing(let backend, _): existing.insert(backend.id)
             default: Issue.record("unexpected \(outcome)")
             }
         }
@@ -63,7 +63,7 @@ struct StoreTests {
         defer { database.remove() }
         let store = database.store
         try await store.registerDrone(drone("dr-a"))
-        guard case .spawned(let first, _) = try await store.connect(try plan("doc-1")) else {
+        guard case .spawned(let first, _, _) = try await store.connect(try plan("doc-1")) else {
             Issue.record("no spawn")
             return
         }
@@ -74,7 +74,7 @@ struct StoreTests {
         _ = try await store.recordStatus(first.id, .terminating, reason: .idle, exitCode: nil)
         #expect(try await store.connect(try plan("doc-1")) == .terminating(first.id), "never a dying backend")
         _ = try await store.recordStatus(first.id, .terminated, reason: .idle, exitCode: 0)
-        guard case .spawned(let second, _) = try await store.connect(try plan("doc-1")) else {
+        guard case .spawned(let second, _, _) = try await store.connect(try plan("doc-1")) else {
             Issue.record("no second spawn")
             return
         }
@@ -93,13 +93,13 @@ struct StoreTests {
         let store = database.store
         try await store.registerDrone(drone("dr-a"))
         #expect(try await store.connect(try plan("doc-1", spawn: false)) == .keyUnheldNoSpawnConfig)
-        guard case .spawned(let backend, _) = try await store.connect(try plan("doc-1", tag: "v1")) else {
+        guard case .spawned(let backend, _, _) = try await store.connect(try plan("doc-1", tag: "v1")) else {
             Issue.record("no spawn")
             return
         }
         #expect(try await store.connect(try plan("doc-1", tag: "v2")) == .keyHeld(tag: "v1"))
         #expect(try await store.connect(try plan("doc-1", tag: nil)) == .keyHeld(tag: "v1"))
-        #expect(try await store.connect(try plan("doc-1", tag: "v1", spawn: false)) == .existing(backend))
+        #expect(try await store.connect(try plan("doc-1", tag: "v1", spawn: false)) == .existing(backend, token: nil))
     }
 
     @Test("scheduling sees only fresh, undrained drones of the cluster, with their load")
@@ -114,7 +114,7 @@ struct StoreTests {
         #expect(try await store.setDraining(DroneName("dr-b"), true))
         #expect(try await !store.setDraining(DroneName("dr-nope"), true))
         for index in 0..<3 {
-            guard case .spawned(let backend, _) = try await store.connect(try plan("k\(index)", memory: 16 << 20)) else {
+            guard case .spawned(let backend, _, _) = try await store.connect(try plan("k\(index)", memory: 16 << 20)) else {
                 Issue.record("no spawn")
                 return
             }
@@ -140,21 +140,23 @@ struct StoreTests {
         try await store.registerDrone(drone("dr-a"))
         var short = try plan("doc-1")
         short.leaseSeconds = 0
-        guard case .spawned(let first, _) = try await store.connect(short) else {
+        guard case .spawned(let first, _, _) = try await store.connect(short) else {
             Issue.record("no spawn")
             return
         }
         #expect(try await store.expireLeases() == [first.id], "a lease of 0 s has expired at once")
         #expect(try await store.backend(first.id)?.reason == .keyExpired)
-        guard case .spawned(let second, _) = try await store.connect(try plan("doc-1")) else {
+        guard case .spawned(let second, _, _) = try await store.connect(try plan("doc-1")) else {
             Issue.record("the expired key was not free")
             return
         }
-        try await store.renewLeases(of: DroneName("dr-a"), for: 60)
+        #expect(try await store.heartbeat(DroneName("dr-a"), renewingLeasesFor: 60))
+        #expect(try await store.heartbeat(DroneName("dr-nobody"), renewingLeasesFor: 60) == false)
         #expect(try await store.expireLeases().isEmpty)
-        #expect(try await store.markLost(drone: DroneName("dr-a")) == [second.id])
+        #expect(try await store.markLost(silentFor: 60_000).isEmpty, "its heartbeat is fresh")
+        #expect(try await store.markLost(silentFor: -1) == [second.id])
         #expect(try await store.backend(second.id)?.reason == .lost)
-        guard case .spawned(let third, _) = try await store.connect(try plan("doc-1")) else {
+        guard case .spawned(let third, _, _) = try await store.connect(try plan("doc-1")) else {
             Issue.record("the lost backend's key was not free")
             return
         }
@@ -166,7 +168,7 @@ struct StoreTests {
         let database = try Database()
         defer { database.remove() }
         try await database.store.registerDrone(drone("dr-a"))
-        guard case .spawned(let backend, let spawn) = try await database.store.connect(try plan("doc-1")) else {
+        guard case .spawned(let backend, let spawn, _) = try await database.store.connect(try plan("doc-1")) else {
             Issue.record("no spawn")
             return
         }
@@ -187,5 +189,47 @@ struct StoreTests {
         #expect(try await reopened.token("tok-old") == nil, "expired")
         #expect(try await reopened.revokeTokens(of: backend.id) == 2)
         #expect(try await reopened.token("tok-live") == nil)
+    }
+
+    @Test("a connect issues its token in the same transaction; a static token is the backend's one token")
+    func connectTokens() async throws {
+        let store = try SQLiteStore(path: ":memory:")
+        try await store.registerDrone(drone("dr-a"))
+        func draft(_ value: String, isStatic: Bool) -> TokenDraft {
+            TokenDraft(value: value, user: "ada", auth: "{}", secret: "sec-" + value, lifetimeMilliseconds: 60_000, isStatic: isStatic)
+        }
+        var first = try plan("doc-1")
+        first.token = draft("tok-1", isStatic: true)
+        guard case .spawned(let backend, _, let token) = try await store.connect(first) else {
+            Issue.record("no spawn")
+            return
+        }
+        #expect(token?.value == "tok-1" && token?.isStatic == true && token?.expiresAt == Int64.max)
+        var again = try plan("doc-1")
+        again.token = draft("tok-2", isStatic: false)
+        #expect(try await store.connect(again) == .existing(backend, token: token), "the static token, not a new one")
+        #expect(try await store.token("tok-2") == nil)
+
+        var other = try plan("doc-2")
+        other.token = draft("tok-3", isStatic: false)
+        guard case .spawned(let second, _, let plain) = try await store.connect(other) else {
+            Issue.record("no spawn")
+            return
+        }
+        #expect(plain?.isStatic == false && plain.map { $0.expiresAt > 0 && $0.expiresAt < Int64.max } == true)
+        var reuse = try plan("doc-2")
+        reuse.token = draft("tok-4", isStatic: true)
+        guard case .existing(_, let fresh) = try await store.connect(reuse) else {
+            Issue.record("no reuse")
+            return
+        }
+        #expect(fresh?.value == "tok-4" && fresh?.isStatic == false, "only a spawn makes a static token")
+        #expect(try await store.revokeTokens(of: second.id, user: "ada", value: "tok-4") == ["tok-4"])
+        #expect(try await store.token("tok-3") != nil)
+
+        var chosen = try plan("doc-3")
+        chosen.newBackend = backend.id
+        chosen.clientChoseID = true
+        #expect(try await store.connect(chosen) == .backendIDTaken(backend.id))
     }
 }

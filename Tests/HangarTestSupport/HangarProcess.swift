@@ -26,8 +26,8 @@ public final class HangarProcess: Sendable {
     }
 
     /// Runs `arguments` to the end.
-    public static func run(_ arguments: [String]) async throws -> Result {
-        try await start(arguments).finish()
+    public static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> Result {
+        try await start(arguments, environment: environment).finish()
     }
 
     /// Runs another program (a real client such as curl) to its end.
@@ -35,13 +35,16 @@ public final class HangarProcess: Sendable {
         try await start(program: program, arguments).finish()
     }
 
-    /// Starts `hangar arguments…` with stdin on /dev/null.
-    public static func start(_ arguments: [String]) throws -> HangarProcess {
-        try start(program: executable, arguments)
+    /// Starts `hangar arguments…` with stdin on /dev/null, and `environment` on top of
+    /// this process's.
+    public static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> HangarProcess {
+        try start(program: executable, arguments, environment: environment)
     }
 
     /// Starts `program arguments…` with stdin on /dev/null.
-    public static func start(program: String, _ arguments: [String]) throws -> HangarProcess {
+    public static func start(program: String, _ arguments: [String], environment: [String: String] = [:]) throws
+        -> HangarProcess
+    {
         let out = try Pipe()
         let err = try Pipe()
         var actions = posix_spawn_file_actions_t()
@@ -64,8 +67,18 @@ public final class HangarProcess: Sendable {
         let path = program
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        var inherited: [String] = []
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            let name = String(text.prefix { $0 != "=" })
+            if environment[name] == nil { inherited.append(text) }
+            entry += 1
+        }
+        let envp = (inherited + environment.map { "\($0.key)=\($0.value)" }).map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
         close(out.write)
         close(err.write)
         guard spawned == 0 else {
@@ -83,6 +96,12 @@ public final class HangarProcess: Sendable {
         let collected = self.collected
         self.reader = Task.detached { await readAll(stdout, into: collected) }
     }
+
+    /// What it has printed on stdout so far.
+    public var output: String { collected.text }
+
+    /// Sends a signal.
+    public func signal(_ signal: Int32) { kill(pid, signal) }
 
     /// Waits until stdout has printed `text` (at most ten seconds).
     public func waitForOutput(_ text: String) async throws {

@@ -65,7 +65,8 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
     }
 
     /// Sandbox cgroups: below every v1 controller's "hangar" parent.
-    static func sandboxCgroups() -> [String] {
+    /// The sandbox cgroups below the runtime parent `parent` of this process's cgroups.
+    public static func sandboxCgroups(parent name: String = "hangar") -> [String] {
         let membership = readFile("/proc/self/cgroup") ?? ""
         var found: [String] = []
         for line in membership.split(separator: "\n") {
@@ -73,7 +74,7 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
             guard fields.count == 3, !fields[1].isEmpty, !fields[1].hasPrefix("name=") else { continue }
             let controller = fields[1].split(separator: ",").first.map(String.init) ?? ""
             let own = fields[2] == "/" ? "" : String(fields[2])
-            let parent = "/sys/fs/cgroup/\(controller)\(own)/hangar"
+            let parent = "/sys/fs/cgroup/\(controller)\(own)/\(name)"
             // hangar/rt-<pid>-<start>/sb-<id>: one directory per runtime.
             for runtime in entries(of: parent) where runtime.hasPrefix("rt-") {
                 found += entries(of: parent + "/" + runtime).filter { $0.hasPrefix("sb-") }.map {
@@ -82,6 +83,22 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
             }
         }
         return found.sorted()
+    }
+
+    /// Removes the (empty) runtime parent `name` of this process's cgroups and its runtime
+    /// directories, as a test's drones left them (a drone killed with SIGKILL leaves its
+    /// runtime directory). Only names a test chose.
+    public static func removeCgroupParent(_ name: String) {
+        let membership = readFile("/proc/self/cgroup") ?? ""
+        for line in membership.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, !fields[1].isEmpty, !fields[1].hasPrefix("name=") else { continue }
+            let controller = fields[1].split(separator: ",").first.map(String.init) ?? ""
+            let own = fields[2] == "/" ? "" : String(fields[2])
+            let parent = "/sys/fs/cgroup/\(controller)\(own)/\(name)"
+            for runtime in entries(of: parent) where runtime.hasPrefix("rt-") { rmdir(parent + "/" + runtime) }
+            rmdir(parent)
+        }
     }
 
     /// The v1 cgroup directory of a sandbox in one controller's hierarchy, if it exists.

@@ -1,0 +1,169 @@
+import HangarCore
+import HangarPolicy
+import HangarStore
+import Logging
+
+/// The controller's settings, loaded once at the edge (flags, environment).
+public struct ControllerConfiguration: Sendable {
+    /// Connects that name no cluster go to this one. A cluster is named after the public
+    /// address of its proxies ("localhost:9090").
+    public var defaultCluster: ClusterName
+    /// /ctrl routes (and the drone socket) need `Authorization: Bearer <token>`; nil:
+    /// none (or `forwardAuth`).
+    public var token: String?
+    /// Instead of (or besides) `token`: a URL asked with the request's Authorization and
+    /// Cookie headers; a 2xx answer lets the request through (Plane's forward auth).
+    public var forwardAuth: String?
+    /// The scheme of backend URLs (the proxies' scheme).
+    public var proxyScheme = "http"
+    /// Where clients reach this controller, for status URLs ("http://127.0.0.1:8080");
+    /// nil: the Host the request came to.
+    public var publicURL: String?
+    /// A renewal holds a drone's keys this long.
+    public var leaseSeconds = 30
+    /// How often drones send a heartbeat.
+    public var heartbeatInterval: Duration = .seconds(2)
+    /// A drone whose last heartbeat is older than this gets no new backends.
+    public var heartbeatFreshness: Duration = .seconds(6)
+    /// A drone silent this long has lost its backends: they are recorded as terminated
+    /// (reason lost) and their keys freed. At least `leaseSeconds`, so that a drone that
+    /// stopped renewing has ended them itself (it does so at 5/6 of a lease).
+    public var lostAfter: Duration = .seconds(30)
+    /// How long a connection token resolves.
+    public var tokenLifetime: Duration = .seconds(3600)
+    /// A connect whose key's backend is terminating waits this long for it to end.
+    public var terminatingWait: Duration = .seconds(30)
+    /// Larger request bodies are refused (413).
+    public var maxBodyBytes = 64 * 1024
+    /// How often lost drones and expired leases are swept.
+    public var sweepInterval: Duration = .seconds(1)
+    /// Image policies, to check an executable (its image and limits) at the connect and to
+    /// know its memory for scheduling; nil: the drone checks, and a backend's memory is
+    /// what the connect asks for.
+    public var policies: PolicyLoader?
+
+    public init(defaultCluster: ClusterName, publicURL: String? = nil) {
+        self.defaultCluster = defaultCluster
+        self.publicURL = publicURL
+    }
+
+    /// Refuses settings that contradict each other.
+    public func validate() throws(ControllerError) {
+        guard leaseSeconds >= 3 else { throw .badRequest("lease: at least 3 seconds, got \(leaseSeconds)") }
+        guard lostAfter >= .seconds(leaseSeconds) else {
+            throw .badRequest("lost-after (\(lostAfter)) must be at least the lease (\(leaseSeconds) s)")
+        }
+        guard heartbeatInterval * 3 <= .seconds(leaseSeconds) else {
+            throw .badRequest("heartbeat (\(heartbeatInterval)) must be at most a third of the lease (\(leaseSeconds) s)")
+        }
+        guard token == nil || token!.utf8.count >= 16 else { throw .badRequest("token: at least 16 bytes") }
+    }
+}
+
+/// An error of the controller's API, mapped to HTTP once, at the edge, as `{id, kind,
+/// message}`. Kinds are Plane's where Plane has one.
+public struct ControllerError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case badRequest = "BadRequest"
+        case payloadTooLarge = "PayloadTooLarge"
+        case unauthorized = "Unauthorized"
+        case notFound = "NotFound"
+        case keyHeld = "KeyHeld"
+        case keyUnheldNoSpawnConfig = "KeyUnheldNoSpawnConfig"
+        case backendIDTaken = "BackendIdTaken"
+        case keyTerminating = "KeyTerminating"
+        case noDroneAvailable = "NoDroneAvailable"
+        case internalError = "Internal"
+    }
+
+    public let id: String
+    public let kind: Kind
+    public let message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        id = "err-" + randomHex16()
+        self.kind = kind
+        self.message = message
+    }
+
+    static func badRequest(_ message: String) -> ControllerError { ControllerError(.badRequest, message) }
+
+    /// The HTTP status code.
+    public var statusCode: Int {
+        switch kind {
+        case .badRequest: 400
+        case .unauthorized: 401
+        case .notFound: 404
+        case .keyHeld, .keyUnheldNoSpawnConfig, .backendIDTaken: 409
+        case .payloadTooLarge: 413
+        case .internalError: 500
+        case .keyTerminating, .noDroneAvailable: 503
+        }
+    }
+
+    public var body: APIErrorBody { APIErrorBody(id: id, kind: kind.rawValue, message: message) }
+    public var description: String { "\(kind.rawValue): \(message)" }
+}
+
+/// The controller: decides where backends run and keeps the truth about them in its store.
+/// The HTTP API (`ControllerAPI`) and the drone socket (`DroneHub`) call into it.
+public final class Controller: Sendable {
+    public let configuration: ControllerConfiguration
+    let store: any ClusterStore
+    let logger: Logger
+    let feed = StatusFeed()
+    let drones: DroneHub
+    let proxies = ProxyHub()
+    let batcher: ConnectBatcher
+    let counters = ControllerCounters()
+
+    public init(configuration: ControllerConfiguration, store: any ClusterStore, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        drones = DroneHub(store: store, logger: logger)
+        batcher = ConnectBatcher(store: store)
+    }
+
+    /// Runs the sweeps (lost drones, expired leases) until cancelled.
+    public func sweep() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.sweepInterval)
+            do {
+                let lost = try await store.markLost(silentFor: configuration.lostAfter.milliseconds)
+                let expired = try await store.expireLeases()
+                for backend in lost + expired { try await publishLatest(backend) }
+                if !lost.isEmpty {
+                    logger.info("backends of silent drones recorded as lost", metadata: ["backends.count": "\(lost.count)"])
+                }
+            } catch {
+                logger.error("sweep failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Tells status followers of a backend's latest event (one the store made itself).
+    func publishLatest(_ backend: BackendID) async throws {
+        if let event = try await store.events(of: backend, after: 0).last { feed.publish(event) }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
+
+import ServiceLifecycle
+
+/// The controller's sweeps as a service: lost drones, expired leases.
+public struct ControllerSweeps: Service {
+    let controller: Controller
+
+    public init(_ controller: Controller) { self.controller = controller }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await controller.sweep() }
+    }
+}

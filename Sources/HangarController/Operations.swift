@@ -1,0 +1,89 @@
+import HangarCore
+import HangarStore
+import Logging
+import Synchronization
+
+extension Controller {
+    /// Ends a backend: soft (SIGTERM and its grace period) or hard (SIGKILL). Its key is
+    /// not handed out again from now on; it is free once the drone reports the end.
+    public func terminate(_ backend: BackendID, hard: Bool) async throws(ControllerError) -> BackendStatusView {
+        do {
+            if let (record, action) = try await store.requestTermination(backend, hard: hard) {
+                try await publishLatest(backend)
+                drones.send(try order(for: record, action: action.id, kind: action.kind), to: record.drone)
+            }
+        } catch {
+            throw ControllerError(.internalError, "the store failed: \(error)")
+        }
+        return try await status(of: backend)
+    }
+
+    /// A backend's latest status.
+    public func status(of backend: BackendID) async throws(ControllerError) -> BackendStatusView {
+        let events: [StatusEvent]
+        do {
+            events = try await store.events(of: backend, after: 0)
+        } catch {
+            throw ControllerError(.internalError, "the store failed: \(error)")
+        }
+        guard let last = events.last else { throw ControllerError(.notFound, "no backend \(backend)") }
+        // The reason and exit code are those of the latest event that has one.
+        return BackendStatusView(
+            status: last.status, reason: events.last { $0.reason != nil }?.reason,
+            exitCode: events.last { $0.exitCode != nil }?.exitCode, time: last.at)
+    }
+
+    /// Stops (or resumes) new placements on a drone.
+    public func setDraining(cluster: ClusterName, drone: DroneName, _ draining: Bool) async throws(ControllerError) {
+        do {
+            guard try await store.drones(cluster: cluster).contains(where: { $0.name == drone }),
+                try await store.setDraining(drone, draining)
+            else { throw ControllerError(.notFound, "no drone \(drone) in cluster \(cluster)") }
+        } catch let error as ControllerError {
+            throw error
+        } catch {
+            throw ControllerError(.internalError, "the store failed: \(error)")
+        }
+    }
+
+    /// Deletes tokens (every one of a backend, a user's, or one) and tells the proxies.
+    public func revoke(_ request: RevokeRequest) async throws(ControllerError) -> RevokeResponse {
+        do {
+            guard try await store.backend(request.backend_id) != nil else {
+                throw ControllerError(.notFound, "no backend \(request.backend_id)")
+            }
+            let revoked = try await store.revokeTokens(of: request.backend_id, user: request.user, value: request.token)
+            if !revoked.isEmpty { proxies.broadcast(.revoked(tokens: revoked)) }
+            return RevokeResponse(revoked: revoked.count)
+        } catch let error as ControllerError {
+            throw error
+        } catch {
+            throw ControllerError(.internalError, "the store failed: \(error)")
+        }
+    }
+
+    /// The drones of a cluster with their load, and its backends by status.
+    public func clusterState(_ cluster: ClusterName) async throws(ControllerError) -> ClusterStateView {
+        do {
+            let now = try await store.now()
+            let connected = drones.connected
+            let freshness = configuration.heartbeatFreshness.milliseconds
+            let records = try await store.drones(cluster: cluster)
+            let counts = try await store.backendCounts(cluster: cluster, recentMilliseconds: 3_600_000)
+            return ClusterStateView(
+                cluster: cluster.rawValue,
+                drones: records.map { drone in
+                    ClusterStateView.Drone(
+                        name: drone.name.rawValue, pool: drone.registration.pool.rawValue,
+                        connected: connected.contains(drone.name),
+                        draining: drone.draining || now - drone.lastHeartbeat > freshness,
+                        last_heartbeat_ms_ago: now - drone.lastHeartbeat, backends: drone.liveBackends,
+                        capacity_backends: drone.registration.capacityBackends, committed_memory: drone.committedMemory,
+                        capacity_memory: drone.registration.capacityMemory, load: drone.load)
+                },
+                backends: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.description, $0.value) }))
+        } catch {
+            throw ControllerError(.internalError, "the store failed: \(error)")
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import HangarCore
+import HangarStore
+import HummingbirdWebSocket
+import Logging
+import Synchronization
+
+/// The proxies connected to this controller: they ask for routes and hear of revoked tokens.
+final class ProxyHub: Sendable {
+    private let sessions = Mutex<[Int: AsyncStream<ProxyMessage>.Continuation]>([:])
+    private let nextID = Atomic<Int>(0)
+
+    func attach(_ outbox: AsyncStream<ProxyMessage>.Continuation) -> Int {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        sessions.withLock { $0[id] = outbox }
+        return id
+    }
+
+    func detach(_ id: Int) {
+        _ = sessions.withLock { $0.removeValue(forKey: id) }
+    }
+
+    func broadcast(_ message: ProxyMessage) {
+        for outbox in sessions.withLock({ Array($0.values) }) { outbox.yield(message) }
+    }
+
+    var count: Int { sessions.withLock { $0.count } }
+}
+
+extension Controller {
+    /// One proxy's session: route requests answered from the store; revocations pushed.
+    func serveProxy(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        let (outbox, continuation) = AsyncStream<ProxyMessage>.makeStream()
+        let session = proxies.attach(continuation)
+        defer { proxies.detach(session) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await message in outbox {
+                    guard (try? await outbound.write(.text(Self.text(message)))) != nil else { break }
+                }
+            }
+            do {
+                for try await frame in inbound.messages(maxSize: 64 * 1024) {
+                    guard case .routeRequest(let token) = try? Self.decode(frame) as ProxyMessage else { continue }
+                    continuation.yield(.route(token: token, route: try await route(token)))
+                }
+            } catch {
+                logger.info("proxy session ended", metadata: ["error": "\(error)"])
+            }
+            continuation.finish()
+            await group.waitForAll()
+        }
+    }
+
+    /// Where a token leads: a live backend, its drone's ingress, and who connects.
+    func route(_ token: String) async throws -> ProxyRoute? {
+        guard token.utf8.count <= 256, let record = try await store.token(token),
+            let backend = try await store.backend(record.backend), backend.status < .terminated
+        else { return nil }
+        let ingress = try await store.drones(cluster: backend.cluster).first { $0.name == backend.drone }?.registration.ingress
+        return ProxyRoute(
+            backend_id: backend.id.rawValue, drone: backend.drone.rawValue, ingress: ingress,
+            status: backend.status.description, user: record.user, auth: record.auth, secret_token: record.secret)
+    }
+}

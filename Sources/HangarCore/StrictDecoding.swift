@@ -1,0 +1,115 @@
+/// Any JSON value: what a connect's `auth` carries through to the backend untouched.
+public enum JSONValue: Codable, Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+}
+
+/// A coding key for any field name (to list the fields a body really has).
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+extension Decoder {
+    /// Refuses a field the type does not know: a misspelt `max_idle_secs` is an error,
+    /// never a silently ignored setting.
+    public func rejectUnknownFields<Key: CodingKey & CaseIterable>(_ known: Key.Type) throws {
+        let names = Set(Key.allCases.map(\.stringValue))
+        let present = try container(keyedBy: AnyCodingKey.self).allKeys.map(\.stringValue)
+        if let unknown = present.sorted().first(where: { !names.contains($0) }) {
+            let path = codingPath.map(\.stringValue) + [unknown]
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: codingPath,
+                    debugDescription: "\(path.joined(separator: ".")): unknown field (known: \(names.sorted().joined(separator: ", ")))"))
+        }
+    }
+}
+
+extension DecodingError {
+    /// What was wrong and where, for a person: "spawn_config.max_idle_seconds: expected a
+    /// number".
+    public var explanation: String {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            let text = codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return text.isEmpty ? "the body" : text.replacingOccurrences(".[", with: "[")
+        }
+        switch self {
+        case .keyNotFound(let key, let context):
+            return "\(path(context.codingPath + [key])): required"
+        case .typeMismatch(let type, let context):
+            return "\(path(context.codingPath)): expected \(Self.name(of: type))"
+        case .valueNotFound(let type, let context):
+            return "\(path(context.codingPath)): expected \(Self.name(of: type)), got null"
+        case .dataCorrupted(let context):
+            // Messages of our own checks carry their path already.
+            if context.debugDescription.contains(":") && !context.codingPath.isEmpty
+                || context.debugDescription.hasPrefix(path(context.codingPath))
+            {
+                return context.debugDescription
+            }
+            if context.codingPath.isEmpty { return "the body is not valid JSON" }
+            return "\(path(context.codingPath)): \(context.debugDescription)"
+        @unknown default:
+            return "the body does not decode"
+        }
+    }
+
+    static func name(of type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Bool.Type: "true or false"
+        case is Int.Type, is Int64.Type, is UInt64.Type, is Int32.Type, is Double.Type: "a number"
+        default: String(describing: type).hasPrefix("Array") ? "a list" : "an object"
+        }
+    }
+}
+
+extension String {
+    /// Every `target` replaced by `replacement` (without Foundation).
+    func replacingOccurrences(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = self[...]
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound] + replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}

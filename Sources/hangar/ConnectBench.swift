@@ -1,0 +1,235 @@
+import ArgumentParser
+import FoundationEssentials
+import Glibc
+import HangarClient
+import HangarController
+import HangarCore
+import HangarPolicy
+import HangarSandbox
+import HangarStore
+import HTTPTypes
+import Hummingbird
+import HummingbirdWSClient
+import Logging
+
+/// `hangar bench connect`: connects per second and their latency through the controller's
+/// HTTP API with its SQLite store (a file in WAL mode), for keys that have a backend and for
+/// new keys (each scheduled on a drone: a new backend row, key lease, spawn action and
+/// token). The load comes from wrk over loopback with keep-alive connections; the drone is
+/// a protocol peer that acknowledges spawn actions without spawning, so that what is
+/// measured is the controller.
+struct ConnectBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connect", abstract: "Connects per second and latency of the controller (existing and new keys).")
+
+    @Option(help: "Seconds of load per case.") var seconds = 10
+    @Option(help: "Concurrent keep-alive connections.") var connections = 64
+    @Option(help: "wrk threads.") var threads = 2
+    @Option(help: "Keys that have a backend, for the existing-key case.") var keys = 1000
+    @Flag(help: "Print only the JSON line.") var json = false
+
+    struct Result {
+        var name: String
+        var requests: Int
+        var perSecond: Double
+        var p50: Double
+        var p90: Double
+        var p99: Double
+        var errors: Int
+    }
+
+    func run() async throws {
+        guard let wrk = findExecutable("wrk") else {
+            throw BenchError("wrk is not installed (scripts/install-deps.sh installs it)")
+        }
+        let directory = "/tmp/hangar-bench-connect-\(getpid())"
+        try makeDirectories(directory)
+        defer { try? spawnAndWait(["/bin/rm", "-rf", directory], stdio: 2) }
+        let token = randomToken()
+        var configuration = ControllerConfiguration(defaultCluster: try ClusterName("bench.local:9090"))
+        configuration.token = token
+        configuration.policies = PolicyLoader.fromEnvironment()
+        var logger = Logger(label: "hangar.bench")
+        logger.logLevel = .warning
+        let store = try SQLiteStore(path: directory + "/controller.sqlite")
+        let controller = Controller(configuration: configuration, store: store, logger: logger)
+        let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
+        let app = controller.application(host: "127.0.0.1", port: 0) { port in portContinuation.yield(port) }
+        let server = Task { try await app.runService() }
+        defer { server.cancel() }
+        var ports = portStream.makeAsyncIterator()
+        guard let port = await ports.next() else { throw BenchError("the controller did not start") }
+        let url = "http://127.0.0.1:\(port)"
+        let peer = Task { try await Self.acknowledgingDrone(url: url, token: token, logger: logger) }
+        defer { peer.cancel() }
+        let client = HangarClient(url: url, token: token)
+        try await Self.waitForDrone(client)
+
+        // The existing keys get their backends first.
+        let body: @Sendable (String) -> String = { key in
+            #"{"key":{"name":"\#(key)"},"spawn_config":{"executable":{"image":"busybox"}}}"#
+        }
+        for start in stride(from: 0, to: keys, by: 100) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in start..<min(keys, start + 100) {
+                    group.addTask {
+                        _ = try await client.connect(try JSONDecoder().decode(ConnectRequest.self, from: Data(body("key-\(index)").utf8)))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+
+        let existing = """
+            local keys = \(keys)
+            wrk.method = "POST"
+            wrk.headers["Content-Type"] = "application/json"
+            wrk.headers["Authorization"] = "Bearer \(token)"
+            request = function()
+              local key = "key-" .. math.random(0, keys - 1)
+              return wrk.format(nil, "/ctrl/connect", nil, '\(body("' .. key .. '"))')
+            end
+            """
+        let fresh = """
+            local counter = 0
+            wrk.method = "POST"
+            wrk.headers["Content-Type"] = "application/json"
+            wrk.headers["Authorization"] = "Bearer \(token)"
+            function setup(thread) thread:set("prefix", "new-" .. tostring(math.random(1, 1000000000)) .. "-") end
+            request = function()
+              counter = counter + 1
+              return wrk.format(nil, "/ctrl/connect", nil, '\(body("' .. prefix .. counter .. '"))')
+            end
+            """
+        var results: [Result] = []
+        for (name, script) in [("existing keys", existing), ("new keys (scheduled)", fresh)] {
+            let path = directory + "/load.lua"
+            try writeFile(path, script)
+            let arguments = [
+                wrk, "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", path, url + "/ctrl/connect",
+            ]
+            // wrk blocks for the whole run: not on one of the few threads the controller runs on.
+            let output = try await BlockingPool.shared.run { () throws(BenchError) -> String in try runCapturing(arguments) }
+            results.append(try Self.parse(output, name: name))
+        }
+        let rows = results.map { result in
+            "{\"name\": \"\(result.name)\", \"requests\": \(result.requests), \"per_second\": \(Int(result.perSecond)), "
+                + "\"p50_ms\": \(result.p50), \"p90_ms\": \(result.p90), \"p99_ms\": \(result.p99), \"errors\": \(result.errors)}"
+        }
+        let line =
+            "{\"benchmark\": \"connect\", \"store\": \"sqlite\", \"connections\": \(connections), \"seconds\": \(seconds), \"results\": [\(rows.joined(separator: ", "))]}"
+        if !json {
+            print("connects through the controller's API (SQLite, WAL), \(connections) connections, \(seconds) s each")
+            print("case".padding(24) + "connects/s".padding(12) + "p50 ms".padding(9) + "p90 ms".padding(9) + "p99 ms".padding(9) + "errors")
+            for result in results {
+                print(
+                    result.name.padding(24) + "\(Int(result.perSecond))".padding(12) + "\(result.p50)".padding(9)
+                        + "\(result.p90)".padding(9) + "\(result.p99)".padding(9) + "\(result.errors)")
+            }
+        }
+        print(line)
+    }
+
+    /// A drone that takes every spawn action and acknowledges it, without spawning.
+    static func acknowledgingDrone(url: String, token: String, logger: Logger) async throws {
+        var settings = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
+        settings.additionalHeaders[.authorization] = "Bearer \(token)"
+        let socket = url.replacing("http://", with: "ws://") + "/ctrl/c/bench.local:9090/drone-socket"
+        try await WebSocketClient.connect(url: socket, configuration: settings, logger: logger) { inbound, outbound, _ in
+            func send(_ message: DroneMessage) async throws {
+                try await outbound.write(.text(String(decoding: try JSONEncoder().encode(message), as: UTF8.self)))
+            }
+            try await send(
+                .hello(
+                    DroneHello(
+                        drone: try DroneName("bench-drone"), pool: .default, capacityBackends: 10_000_000,
+                        capacityMemory: 0, ingress: nil)))
+            let beats = Task {
+                var seq: Int64 = 0
+                while !Task.isCancelled {
+                    seq += 1
+                    try await send(.heartbeat(DroneHeartbeat(seq: seq, running: 0)))
+                    try await Task.sleep(for: .seconds(1))
+                }
+            }
+            defer { beats.cancel() }
+            for try await message in inbound.messages(maxSize: 1 << 20) {
+                guard case .text(let text) = message,
+                    case .action(let order) = try JSONDecoder().decode(DroneMessage.self, from: Data(text.utf8))
+                else { continue }
+                try await send(.actionAck(ActionAck(id: order.id)))
+            }
+        }
+    }
+
+    static func waitForDrone(_ client: HangarClient) async throws {
+        for _ in 0..<200 {
+            if let state = try? await client.clusterState(try ClusterName("bench.local:9090")),
+                state.drones.contains(where: \.connected)
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw BenchError("the bench drone did not connect")
+    }
+
+    /// wrk's summary: requests, requests/s, latency percentiles, non-2xx answers.
+    static func parse(_ output: String, name: String) throws -> Result {
+        func milliseconds(_ percentile: String) -> Double {
+            guard let line = output.split(separator: "\n").first(where: { $0.drop { $0 == " " }.hasPrefix(percentile + "%") })
+            else { return -1 }
+            let value = line.split(separator: " ").last.map(String.init) ?? ""
+            let number = Double(value.filter { "0123456789.".contains($0) }) ?? -1
+            if value.hasSuffix("us") { return (number / 1000 * 1000).rounded() / 1000 }
+            if value.hasSuffix("ms") { return number }
+            if value.hasSuffix("s") { return number * 1000 }
+            return number
+        }
+        guard let rate = output.firstMatch(of: /Requests\/sec:\s+([0-9.]+)/), let total = output.firstMatch(of: /(\d+) requests in/)
+        else { throw BenchError("wrk printed no summary:\n\(output)") }
+        let errors = output.firstMatch(of: /Non-2xx or 3xx responses: (\d+)/).flatMap { Int($0.1) } ?? 0
+        return Result(
+            name: name, requests: Int(total.1) ?? 0, perSecond: Double(rate.1) ?? 0, p50: milliseconds("50"),
+            p90: milliseconds("90"), p99: milliseconds("99"), errors: errors)
+    }
+}
+
+func writeFile(_ path: String, _ text: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw BenchError("open \(path): errno \(errno)") }
+    defer { close(fd) }
+    var text = text
+    text.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
+}
+
+/// Runs a program to its end; its stdout.
+func runCapturing(_ arguments: [String]) throws(BenchError) -> String {
+    let pipe: [Int32]
+    do {
+        let (readEnd, writeEnd) = try makePipe()
+        pipe = [readEnd, writeEnd]
+    } catch {
+        throw BenchError("pipe: \(error)")
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let err = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+    close(pipe[1])
+    defer { close(pipe[0]) }
+    guard err == 0 else { throw BenchError("posix_spawn \(arguments[0]): errno \(err)") }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(pipe[0], &buffer, buffer.count)
+        if n > 0 { output += buffer[..<n] } else if n == 0 || errno != EINTR { break }
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return String(decoding: output, as: UTF8.self)
+}
