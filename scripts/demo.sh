@@ -27,6 +27,12 @@ say "hangar policy show python"
 "$hangar" policy show python | sed -n '1,12p'
 echo "  …"
 
+# The most complete thing there is until `hangar dev` (issue 7): a controller and a drone.
+"$hangar" controller --listen 127.0.0.1:8080 --store /var/lib/hangar/dev/controller.sqlite &
+controller=$!
+trap 'kill $controller 2>/dev/null; wait $controller 2>/dev/null' EXIT
+for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/pub/health >/dev/null && break; sleep 0.1; done
+
 cat <<MSG
 
 Try it yourself:
@@ -36,12 +42,16 @@ Try it yourself:
   $hangar doctor --attack               # the isolation attack suite on this host
   $hangar bench spawn                   # spawn latency against bwrap and posix_spawn
 
-Now the drone runs (Ctrl-C stops it and every backend). From another shell:
-  curl --unix-socket /run/hangar/drone.sock -X POST -H 'content-type: application/json' \\
-       -d '{"key": "doc-1", "image": "python", "command": ["python3", "-m", "http.server", "8080"]}' \\
-       http://drone/backends
-  curl --unix-socket /run/hangar/drone.sock http://drone/backends
-  curl --unix-socket /run/hangar/drone.sock http://drone/metrics
+Now a controller (http://127.0.0.1:8080, its store in /var/lib/hangar/dev) and a drone under
+it run; Ctrl-C stops both and every backend. From another shell:
+  $hangar connect doc-1 --image python -- python3 -m http.server 8080   # waits until ready, prints the URL
+  $hangar connect doc-1 --image python --json                           # the same backend: spawned false
+  $hangar cluster                                                       # drones, load, backends by status
+  $hangar status BACKEND --follow                                       # its statuses as they change
+  $hangar terminate BACKEND
+  curl -N http://127.0.0.1:8080/pub/b/BACKEND/status-stream             # the same, as server-sent events
+The proxy that carries the URL's traffic comes next; until then the drone's admin API
+reaches a backend's logs: $hangar drone logs BACKEND --socket /run/hangar/drone.sock
 MSG
 
-exec "$hangar" drone --socket /run/hangar/drone.sock
+"$hangar" drone --socket /run/hangar/drone.sock --controller http://127.0.0.1:8080 --name dev

@@ -237,8 +237,10 @@ extension String {
 /// `count` bytes from the system's CSPRNG (getrandom), as unpadded base64url: what tokens
 /// are made of (32 bytes: 43 characters).
 public func randomToken(bytes count: Int = 32) -> String {
+    // Eight bytes per draw (one getrandom call each), not one.
     var generator = SystemRandomNumberGenerator()
-    let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    var words = (0..<(count + 7) / 8).map { _ in generator.next() }
+    let bytes = words.withUnsafeMutableBytes { Array($0.prefix(count)) }
     let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
     var text: [UInt8] = []
     text.reserveCapacity((count * 4 + 2) / 3)

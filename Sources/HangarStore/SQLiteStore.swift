@@ -66,12 +66,23 @@ public final class SQLiteStore: ClusterStore {
                     CREATE INDEX backend_cluster_status ON backend(cluster, status);
                     """)
         }
+        migrator.registerMigration("3: drone load counters") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE drone ADD COLUMN live_backends INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE drone ADD COLUMN committed_memory INTEGER NOT NULL DEFAULT 0;
+                    UPDATE drone SET
+                        live_backends = (SELECT COUNT(*) FROM backend b WHERE b.drone = drone.name AND b.status < 70),
+                        committed_memory = (SELECT COALESCE(SUM(b.memory), 0) FROM backend b
+                            WHERE b.drone = drone.name AND b.status < 70);
+                    """)
+        }
         return migrator
     }
 
     /// SQLite's clock in milliseconds.
     static func clock(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)") ?? 0
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")) ?? 0
     }
 
     public func now() async throws -> Int64 {
@@ -123,11 +134,10 @@ public final class SQLiteStore: ClusterStore {
         try await database.read { db in try Self.drones(db, cluster: cluster) }
     }
 
+    /// The drones with their load, which the drone row keeps up to date (a spawn adds to
+    /// it, a backend's end takes away): no scan of the backends per connect.
     static func drones(_ db: Database, cluster: ClusterName?, pool: PoolName? = nil) throws -> [DroneRecord] {
-        var sql = """
-            SELECT d.*, COUNT(b.id) AS live, COALESCE(SUM(b.memory), 0) AS committed
-            FROM drone d LEFT JOIN backend b ON b.drone = d.name AND b.status < \(BackendStatus.terminated.rawValue)
-            """
+        var sql = "SELECT *, live_backends AS live, committed_memory AS committed FROM drone d"
         var conditions: [String] = []
         var arguments: StatementArguments = []
         if let cluster {
@@ -139,8 +149,8 @@ public final class SQLiteStore: ClusterStore {
             _ = arguments.append(contentsOf: [pool.rawValue])
         }
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-        sql += " GROUP BY d.name ORDER BY d.name"
-        return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+        sql += " ORDER BY d.name"
+        return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: arguments).map { row in
             DroneRecord(
                 registration: DroneRegistration(
                     name: try DroneName(row["name"]), cluster: try ClusterName(row["cluster"]),
@@ -154,18 +164,24 @@ public final class SQLiteStore: ClusterStore {
     // MARK: connect
 
     public func connect(_ plans: [ConnectPlan]) async throws -> [Result<ConnectOutcome, any Error>] {
-        try await database.write { db in
-            let now = try Self.clock(db)
-            return plans.map { plan in
-                Result {
-                    var outcome: ConnectOutcome = .noDroneAvailable
-                    try db.inSavepoint {
-                        outcome = try Self.connect(db, plan, now: now)
-                        return .commit
-                    }
-                    return outcome
+        // The whole batch in one transaction; should any plan fail (a store error), each is
+        // done again in a transaction of its own, so that one failure fails one connect.
+        do {
+            return try await database.write { db in
+                let now = try Self.clock(db)
+                return try plans.map { .success(try Self.connect(db, $0, now: now)) }
+            }
+        } catch {
+            guard plans.count > 1 else { return [.failure(error)] }
+            var results: [Result<ConnectOutcome, any Error>] = []
+            for plan in plans {
+                do {
+                    results.append(.success(try await database.write { db in try Self.connect(db, plan, now: try Self.clock(db)) }))
+                } catch {
+                    results.append(.failure(error))
                 }
             }
+            return results
         }
     }
 
@@ -173,7 +189,7 @@ public final class SQLiteStore: ClusterStore {
         let key = plan.key
         var fencingToken: Int64 = 1
         if let lease = try Row.fetchOne(
-            db, sql: "SELECT * FROM key_lease WHERE namespace = ? AND name = ?",
+            db.cachedStatement(sql: "SELECT * FROM key_lease WHERE namespace = ? AND name = ?"),
             arguments: [key.namespace.rawValue, key.name.rawValue])
         {
             fencingToken = (lease["fencing_token"] as Int64) + 1
@@ -226,6 +242,9 @@ public final class SQLiteStore: ClusterStore {
                 key.namespace.rawValue, key.name.rawValue, backend.id.rawValue, key.tag, fencingToken,
                 now + Int64(plan.leaseSeconds) * 1000,
             ])
+        try db.cachedStatement(
+            sql: "UPDATE drone SET live_backends = live_backends + 1, committed_memory = committed_memory + ? WHERE name = ?"
+        ).execute(arguments: [Int64(bitPattern: plan.memory), drone.rawValue])
         _ = try Self.insertEvent(db, backend.id, .scheduled, reason: nil, exitCode: nil, at: now)
         let action = try Self.insertAction(db, .spawn, backend: backend.id, drone: drone, at: now)
         return .spawned(backend, action: action, token: try issue(db, plan.token, for: backend.id, spawning: true, now: now))
@@ -239,7 +258,8 @@ public final class SQLiteStore: ClusterStore {
         guard let draft else { return nil }
         if !spawning,
             let row = try Row.fetchOne(
-                db, sql: "SELECT * FROM token WHERE backend = ? AND is_static = 1 LIMIT 1", arguments: [backend.rawValue])
+                db.cachedStatement(sql: "SELECT * FROM token WHERE backend = ? AND is_static = 1 LIMIT 1"),
+                arguments: [backend.rawValue])
         {
             return try token(row)
         }
@@ -258,7 +278,8 @@ public final class SQLiteStore: ClusterStore {
     }
 
     static func backend(_ db: Database, _ id: BackendID) throws -> BackendRecord? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM backend WHERE id = ?", arguments: [id.rawValue]) else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM backend WHERE id = ?"), arguments: [id.rawValue])
+        else {
             return nil
         }
         return BackendRecord(
@@ -303,8 +324,17 @@ public final class SQLiteStore: ClusterStore {
             sql: "UPDATE backend SET status = ?, reason = COALESCE(?, reason), exit_code = COALESCE(?, exit_code) WHERE id = ?",
             arguments: [status.rawValue, reason?.rawValue, exitCode, backend.rawValue])
         if status == .terminated {
-            try db.execute(
-                sql: "UPDATE key_lease SET backend = NULL, expires_at = NULL WHERE backend = ?", arguments: [backend.rawValue])
+            // Statuses only move forward: a backend reaches terminated once.
+            try db.cachedStatement(
+                sql: "UPDATE key_lease SET backend = NULL, expires_at = NULL WHERE backend = ?"
+            ).execute(arguments: [backend.rawValue])
+            try db.cachedStatement(
+                sql: """
+                    UPDATE drone SET live_backends = live_backends - 1,
+                        committed_memory = committed_memory - (SELECT memory FROM backend WHERE id = ?)
+                    WHERE name = (SELECT drone FROM backend WHERE id = ?)
+                    """
+            ).execute(arguments: [backend.rawValue, backend.rawValue])
         }
         return try insertEvent(db, backend, status, reason: reason, exitCode: exitCode, at: now)
     }
@@ -318,9 +348,8 @@ public final class SQLiteStore: ClusterStore {
         _ db: Database, _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?,
         at now: Int64
     ) throws -> StatusEvent {
-        try db.execute(
-            sql: "INSERT INTO backend_event (backend, status, reason, exit_code, at) VALUES (?, ?, ?, ?, ?)",
-            arguments: [backend.rawValue, status.rawValue, reason?.rawValue, exitCode, now])
+        try db.cachedStatement(sql: "INSERT INTO backend_event (backend, status, reason, exit_code, at) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [backend.rawValue, status.rawValue, reason?.rawValue, exitCode, now])
         return StatusEvent(
             id: db.lastInsertedRowID, backend: backend, status: status, reason: reason, exitCode: exitCode, at: now)
     }
@@ -415,9 +444,8 @@ public final class SQLiteStore: ClusterStore {
     static func insertAction(
         _ db: Database, _ kind: DroneAction.Kind, backend: BackendID, drone: DroneName, at now: Int64
     ) throws -> Int64 {
-        try db.execute(
-            sql: "INSERT INTO drone_action (drone, backend, kind, created_at) VALUES (?, ?, ?, ?)",
-            arguments: [drone.rawValue, backend.rawValue, kind.rawValue, now])
+        try db.cachedStatement(sql: "INSERT INTO drone_action (drone, backend, kind, created_at) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [drone.rawValue, backend.rawValue, kind.rawValue, now])
         return db.lastInsertedRowID
     }
 
@@ -454,8 +482,9 @@ public final class SQLiteStore: ClusterStore {
     }
 
     static func insert(_ db: Database, _ token: TokenRecord) throws {
-        try db.execute(
-            sql: "INSERT INTO token (value, backend, user, auth, secret, expires_at, is_static) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        try db.cachedStatement(
+            sql: "INSERT INTO token (value, backend, user, auth, secret, expires_at, is_static) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ).execute(
             arguments: [
                 token.value, token.backend.rawValue, token.user, token.auth, token.secret, token.expiresAt, token.isStatic,
             ])

@@ -305,4 +305,35 @@ struct ControllerTests {
         #expect(statuses == ["scheduled", "loading", "starting", "waiting", "ready", "terminating", "terminated"], "each once: \(statuses)")
         try await cluster.stop()
     }
+
+    @Test("forward auth: /ctrl asks another service, which sees the request's Authorization; /pub stays open")
+    func forwardAuth() async throws {
+        // The service that decides is a second controller: its /ctrl/status answers 200 only
+        // to its own bearer token.
+        let secret = "fa-" + randomHex16() + randomHex16()
+        let judge = try HangarProcess.start(
+            ["controller", "--listen", "127.0.0.1:0", "--store", ":memory:", "--policies", "none"],
+            environment: ["HANGAR_CONTROLLER_TOKEN": secret])
+        try await judge.waitForOutput("listening on")
+        let judgePort = try #require(judge.output.firstMatch(of: /127\.0\.0\.1:(\d+)/)?.1)
+        let guarded = try HangarProcess.start([
+            "controller", "--listen", "127.0.0.1:0", "--store", ":memory:", "--policies", "none", "--forward-auth",
+            "http://127.0.0.1:\(judgePort)/ctrl/status",
+        ])
+        try await guarded.waitForOutput("listening on")
+        let port = try #require(guarded.output.firstMatch(of: /127\.0\.0\.1:(\d+)/)?.1)
+        func status(_ path: String, bearer: String?) async throws -> String {
+            var arguments = ["-s", "-o", "/dev/null", "-w", "%{http_code}"]
+            if let bearer { arguments += ["-H", "Authorization: Bearer \(bearer)"] }
+            return try await HangarProcess.run(program: "/usr/bin/curl", arguments + ["http://127.0.0.1:\(port)\(path)"]).stdout
+        }
+        #expect(try await status("/ctrl/status", bearer: secret) == "200")
+        #expect(try await status("/ctrl/status", bearer: "not-the-secret-at-all") == "401")
+        #expect(try await status("/ctrl/status", bearer: nil) == "401")
+        #expect(try await status("/pub/health", bearer: nil) == "200")
+        for process in [guarded, judge] {
+            process.signal(SIGTERM)
+            #expect(try await process.finish().status == 0, "a controller stops cleanly on SIGTERM")
+        }
+    }
 }
