@@ -163,7 +163,8 @@ enum Scheduler {
         let roomy = candidates.filter { drone in
             drone.liveBackends < drone.registration.capacityBackends
                 && (drone.registration.capacityMemory == 0
-                    || drone.committedMemory + memory <= drone.registration.capacityMemory)
+                    || (drone.committedMemory <= drone.registration.capacityMemory
+                        && memory <= drone.registration.capacityMemory - drone.committedMemory))
         }
         guard let first = roomy.randomElement() else { return nil }
         guard roomy.count > 1, let second = roomy.filter({ $0.name != first.name }).randomElement() else {

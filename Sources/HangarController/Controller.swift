@@ -125,14 +125,16 @@ public final class Controller: Sendable {
         batcher = ConnectBatcher(store: store)
     }
 
-    /// Runs the sweeps (lost drones, expired leases) until cancelled.
+    /// Runs the sweeps (lost drones, expired leases, expired tokens) until cancelled.
     public func sweep() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.sweepInterval)
             do {
                 let lost = try await store.markLost(silentFor: configuration.lostAfter.milliseconds)
                 let expired = try await store.expireLeases()
-                for backend in lost + expired { try await publishLatest(backend) }
+                for backend in lost + expired { try await announceEnd(of: backend) }
+                // Expired tokens go, a bounded number per sweep.
+                _ = try await store.deleteExpiredTokens(limit: 10_000)
                 if !lost.isEmpty {
                     logger.info("backends of silent drones recorded as lost", metadata: ["backends.count": "\(lost.count)"])
                 }
@@ -145,6 +147,19 @@ public final class Controller: Sendable {
     /// Tells status followers of a backend's latest event (one the store made itself).
     func publishLatest(_ backend: BackendID) async throws {
         if let event = try await store.events(of: backend, after: 0).last { feed.publish(event) }
+    }
+
+    /// A backend the store ended by itself (lost, key expired): its followers hear of it,
+    /// and its tokens are revoked at every proxy.
+    func announceEnd(of backend: BackendID) async throws {
+        try await publishLatest(backend)
+        try await revokeAll(of: backend)
+    }
+
+    /// Revokes every token of an ended backend and tells the proxies.
+    func revokeAll(of backend: BackendID) async throws {
+        let revoked = try await store.revokeTokens(of: backend, user: nil, value: nil)
+        if !revoked.isEmpty { proxies.broadcast(.revoked(tokens: revoked)) }
     }
 }
 

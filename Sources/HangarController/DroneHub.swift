@@ -103,6 +103,9 @@ extension Controller {
                 DroneRegistration(
                     name: name, cluster: cluster, pool: pool, capacityBackends: max(0, hello.capacity_backends),
                     capacityMemory: hello.capacity_memory, ingress: hello.ingress))
+            // What it no longer runs is lost; the rest keeps its keys.
+            let running = Set(hello.backends.compactMap { try? BackendID($0) })
+            for backend in try await store.markLost(drone: name, except: running) { try await announceEnd(of: backend) }
             _ = try await store.heartbeat(name, renewingLeasesFor: lease)
         } catch {
             logger.error("registering a drone failed", metadata: ["error": "\(error)"])
@@ -160,13 +163,9 @@ extension Controller {
             do {
                 try await sendPending(to: name, continuation)
                 while let frame = try await messages.next() {
-                    let message: DroneMessage
-                    do {
-                        message = try Self.decode(frame)
-                    } catch {
-                        logger.info("a drone message does not decode", metadata: ["error": "\(error)"])
-                        continue
-                    }
+                    // A message that does not decode ends the session: skipping it could
+                    // let a later cumulative acknowledgement cover events never recorded.
+                    let message: DroneMessage = try Self.decode(frame)
                     switch message {
                     case .heartbeat(let heartbeat):
                         beat.yield(heartbeat)
@@ -194,8 +193,12 @@ extension Controller {
     /// Sends the drone's actions that it has not acknowledged.
     func sendPending(to drone: DroneName, _ outbox: AsyncStream<DroneMessage>.Continuation) async throws {
         for action in try await store.pendingActions(of: drone) {
-            if let backend = try await store.backend(action.backend) {
+            // An ended backend's actions are done (the store marks them so); never start one.
+            guard let backend = try await store.backend(action.backend), backend.status < .terminated else { continue }
+            do {
                 outbox.yield(.action(try order(for: backend, action: action.id, kind: action.kind)))
+            } catch {
+                logger.error("an action cannot be encoded", metadata: ["backend.id": "\(backend.id)", "error": "\(error)"])
             }
         }
     }
@@ -216,11 +219,8 @@ extension Controller {
         }
         for event in try await store.recordStatuses(changes, from: drone) {
             feed.publish(event)
-            if event.status == .terminated {
-                // Its tokens lead nowhere now.
-                let revoked = try await store.revokeTokens(of: event.backend, user: nil, value: nil)
-                if !revoked.isEmpty { proxies.broadcast(.revoked(tokens: revoked)) }
-            }
+            // Its tokens lead nowhere now.
+            if event.status == .terminated { try await revokeAll(of: event.backend) }
         }
     }
 

@@ -16,7 +16,14 @@ extension Controller {
         let replay: [StatusEvent]
         do {
             replay = try await store.events(of: backend, after: after)
-            if replay.isEmpty, after == 0 { throw ControllerError(.notFound, "no backend \(backend)") }
+            if replay.isEmpty {
+                // Nothing to replay: no such backend, or one that has ended and whose end
+                // the client has seen (an EventSource reconnecting after the last event).
+                guard let record = try await store.backend(backend) else {
+                    throw ControllerError(.notFound, "no backend \(backend)")
+                }
+                if record.status == .terminated { return Response(status: .noContent) }
+            }
         } catch let error as ControllerError {
             throw error
         } catch {

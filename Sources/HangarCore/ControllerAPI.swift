@@ -54,8 +54,11 @@ public struct ExecutableLimits: Codable, Sendable, Equatable {
         try decoder.rejectUnknownFields(CodingKeys.self)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         memory_max = try container.decodeIfPresent(String.self, forKey: .memory_max)
-        if let memory_max, (try? ByteSize(parsing: memory_max)) == nil {
-            throw container.invalid(.memory_max, "expected a size such as 512m or 2g, got \"\(memory_max.prefix(32))\"")
+        if let memory_max {
+            guard let size = try? ByteSize(parsing: memory_max) else {
+                throw container.invalid(.memory_max, "expected a size such as 512m or 2g, got \"\(memory_max.prefix(32))\"")
+            }
+            guard size.bytes <= 1 << 50 else { throw container.invalid(.memory_max, "at most 1 PiB") }
         }
         pids_max = try container.decodeIfPresent(Int.self, forKey: .pids_max)
         if let pids_max, pids_max < 1 { throw container.invalid(.pids_max, "must be at least 1") }

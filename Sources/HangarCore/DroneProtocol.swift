@@ -27,9 +27,17 @@ public struct DroneHello: Codable, Sendable, Equatable {
     public var capacity_memory: UInt64
     /// Where proxies reach its backends ("address:port"), when it has an ingress port.
     public var ingress: String?
+    /// The backends it knows: running, or ended recently (their events may still be on
+    /// their way). Any other the controller thinks it runs (past `scheduled`) is lost: a
+    /// drone that restarted without its state.
+    public var backends: [String]
 
-    public init(drone: DroneName, pool: PoolName, capacityBackends: Int, capacityMemory: UInt64, ingress: String?) {
+    public init(
+        drone: DroneName, pool: PoolName, capacityBackends: Int, capacityMemory: UInt64, ingress: String?,
+        backends: [BackendID] = []
+    ) {
         version = DroneProtocol.version
+        self.backends = backends.map(\.rawValue)
         self.drone = drone.rawValue
         self.pool = pool.rawValue
         capacity_backends = capacityBackends

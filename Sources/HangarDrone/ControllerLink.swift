@@ -116,7 +116,8 @@ public final class ControllerLink: Sendable {
         let helloSent = ContinuousClock.now
         let hello = DroneHello(
             drone: configuration.name, pool: configuration.pool, capacityBackends: drone.configuration.maxBackends,
-            capacityMemory: drone.configuration.memoryBudget?.bytes ?? 0, ingress: configuration.ingress)
+            capacityMemory: drone.configuration.memoryBudget?.bytes ?? 0, ingress: configuration.ingress,
+            backends: drone.allBackends.map(\.id))
         try await outbound.write(.text(Self.text(DroneMessage.hello(hello))))
         guard let first = try await messages.next() else { return }
         let welcome: DroneWelcome
@@ -133,7 +134,7 @@ public final class ControllerLink: Sendable {
         // The controller renewed this drone's leases when it took the hello.
         lease.withLock {
             $0.seconds = welcome.lease_seconds
-            $0.validUntil = max($0.validUntil ?? helloSent, helloSent + .seconds(welcome.lease_seconds))
+            $0.validUntil = helloSent + .seconds(welcome.lease_seconds)
             $0.sent = [:]
         }
         connectedNow.store(true, ordering: .relaxed)
@@ -192,9 +193,26 @@ public final class ControllerLink: Sendable {
     /// Sends the events the controller has not acknowledged, then each new one.
     private func forwardEvents(_ post: AsyncStream<DroneMessage>.Continuation) async throws {
         guard let store = drone.store else { return }
+        // Woken by a new event, or once a second (an event recorded before the watch
+        // began): one stream fed by both, never a cancelled wait.
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let changes = store.changes()
+        let watcher = Task {
+            for await _ in changes { wake.yield() }
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                wake.yield()
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer {
+            watcher.cancel()
+            ticker.cancel()
+            wake.finish()
+        }
         var sent: Int64 = 0
-        while !Task.isCancelled {
+        for await _ in wakeups {
             while true {
                 let events = try store.unacknowledged(after: sent, limit: DroneEvents.limit)
                 guard let last = events.last else { break }
@@ -207,15 +225,6 @@ public final class ControllerLink: Sendable {
                                     exitCode: $0.exitCode)
                             })))
                 sent = last.id
-            }
-            // Woken by a new event, or once a second (an event recorded before `changes`).
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await _ in changes { return }
-                }
-                group.addTask { try await Task.sleep(for: .seconds(1)) }
-                _ = try await group.next()
-                group.cancelAll()
             }
         }
     }
@@ -271,7 +280,11 @@ public final class ControllerLink: Sendable {
             let left = validUntil - .now
             let leaseLength = Duration.seconds(seconds)
             guard left <= leaseLength / 3 else { continue }
-            let ids = owned.withLock { $0 }
+            // Backends the drone has forgotten need no guard.
+            let ids = owned.withLock { set in
+                set = set.filter { drone.backend($0) != nil }
+                return set
+            }
             for backend in drone.running where ids.contains(backend.id) {
                 if left <= leaseLength / 6 {
                     backend.kill(.keyExpired)

@@ -9,7 +9,8 @@ import Synchronization
 /// acknowledge. A drone that starts after a crash finds its previous backends here.
 public final class DroneStore: Sendable {
     let database: any DatabaseWriter
-    private let watchers = Mutex<[AsyncStream<Void>.Continuation]>([])
+    private let watchers = Mutex<[Int: AsyncStream<Void>.Continuation]>([:])
+    private let nextWatcher = Atomic<Int>(0)
 
     /// One status change of one backend.
     public struct Event: Sendable, Equatable {
@@ -108,12 +109,14 @@ public final class DroneStore: Sendable {
     /// A signal after every recorded event (at most one waiting), for whoever forwards them.
     public func changes() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        watchers.withLock { $0.append(continuation) }
+        let id = nextWatcher.wrappingAdd(1, ordering: .relaxed).newValue
+        continuation.onTermination = { [weak self] _ in _ = self?.watchers.withLock { $0.removeValue(forKey: id) } }
+        watchers.withLock { $0[id] = continuation }
         return stream
     }
 
     private func notify() {
-        for watcher in watchers.withLock({ $0 }) { watcher.yield() }
+        for watcher in watchers.withLock({ Array($0.values) }) { watcher.yield() }
     }
 
     /// Backends a previous run left unterminated: they died with it (PR_SET_PDEATHSIG and

@@ -51,6 +51,9 @@ public protocol ClusterStore: Sendable {
     func expireLeases() async throws -> [BackendID]
     /// Records every live backend of `drone` as terminated (reason lost) and frees their keys.
     func markLost(drone: DroneName) async throws -> [BackendID]
+    /// Records the live backends of `drone` that are past `scheduled` and not in `known`
+    /// as terminated (reason lost): the drone says it has never heard of them.
+    func markLost(drone: DroneName, except known: Set<BackendID>) async throws -> [BackendID]
     /// `markLost` for every drone whose last heartbeat is older than `milliseconds`.
     func markLost(silentFor milliseconds: Int64) async throws -> [BackendID]
 
@@ -64,6 +67,8 @@ public protocol ClusterStore: Sendable {
     func insertToken(_ token: TokenRecord) async throws
     /// A token that has not expired.
     func token(_ value: String) async throws -> TokenRecord?
+    /// Deletes up to `limit` expired tokens; returns how many.
+    func deleteExpiredTokens(limit: Int) async throws -> Int
     /// Deletes the tokens of a backend: all of them, a user's, or one; returns their values.
     func revokeTokens(of backend: BackendID, user: String?, value: String?) async throws -> [String]
 }

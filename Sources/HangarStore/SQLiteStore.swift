@@ -77,6 +77,17 @@ public final class SQLiteStore: ClusterStore {
                             WHERE b.drone = drone.name AND b.status < 70);
                     """)
         }
+        migrator.registerMigration("4: indexes of the sweeps and of tokens") { db in
+            // A backend's static token without a scan of all its tokens; expired tokens
+            // found by the sweep without a scan of the table.
+            try db.execute(
+                sql: """
+                    CREATE INDEX token_static ON token(backend) WHERE is_static = 1;
+                    CREATE INDEX token_expiry ON token(expires_at);
+                    CREATE INDEX key_lease_expiry ON key_lease(expires_at) WHERE backend IS NOT NULL;
+                    CREATE INDEX backend_event_status_at ON backend_event(status, at);
+                    """)
+        }
         return migrator
     }
 
@@ -198,8 +209,9 @@ public final class SQLiteStore: ClusterStore {
             {
                 let expiresAt: Int64? = lease["expires_at"]
                 if let expiresAt, expiresAt <= now {
-                    // Its drone stopped renewing: the key is free, the backend counts as gone.
-                    try Self.end(db, backend.id, reason: .keyExpired, at: now)
+                    // Its drone stopped renewing: the sweep ends it within a second (and
+                    // tells its followers); the connect waits for that like for any end.
+                    return .terminating(backend.id)
                 } else if backend.status >= .terminating {
                     return .terminating(backend.id)
                 } else if lease["tag"] as String? != key.tag {
@@ -328,6 +340,9 @@ public final class SQLiteStore: ClusterStore {
             try db.cachedStatement(
                 sql: "UPDATE key_lease SET backend = NULL, expires_at = NULL WHERE backend = ?"
             ).execute(arguments: [backend.rawValue])
+            // Nothing is left to do for it: a spawn sent again later must not start it.
+            try db.cachedStatement(sql: "UPDATE drone_action SET acked = 1 WHERE backend = ? AND acked = 0")
+                .execute(arguments: [backend.rawValue])
             try db.cachedStatement(
                 sql: """
                     UPDATE drone SET live_backends = live_backends - 1,
@@ -386,7 +401,8 @@ public final class SQLiteStore: ClusterStore {
 
     public func expireLeases() async throws -> [BackendID] {
         try await endAll(
-            reason: .keyExpired, selectedBy: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?",
+            reason: .keyExpired,
+            selectedBy: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?",
             arguments: { now in [now] })
     }
 
@@ -418,6 +434,18 @@ public final class SQLiteStore: ClusterStore {
                 if let status = BackendStatus(rawValue: row["status"]) { counts[status] = row["n"] }
             }
             return counts
+        }
+    }
+
+    public func markLost(drone: DroneName, except running: Set<BackendID>) async throws -> [BackendID] {
+        try await database.write { db in
+            let now = try Self.clock(db)
+            let live = try String.fetchAll(
+                db, sql: "SELECT id FROM backend WHERE drone = ? AND status > ? AND status < ?",
+                arguments: [drone.rawValue, BackendStatus.scheduled.rawValue, BackendStatus.terminated.rawValue])
+            let gone = live.compactMap { try? BackendID($0) }.filter { !running.contains($0) }
+            for backend in gone { try Self.end(db, backend, reason: .lost, at: now) }
+            return gone
         }
     }
 
@@ -501,6 +529,15 @@ public final class SQLiteStore: ClusterStore {
             try Row.fetchOne(
                 db, sql: "SELECT * FROM token WHERE value = ? AND expires_at > ?", arguments: [value, try Self.clock(db)]
             ).map(Self.token)
+        }
+    }
+
+    public func deleteExpiredTokens(limit: Int) async throws -> Int {
+        try await database.write { db in
+            try db.execute(
+                sql: "DELETE FROM token WHERE value IN (SELECT value FROM token WHERE expires_at <= ? LIMIT ?)",
+                arguments: [try Self.clock(db), limit])
+            return db.changesCount
         }
     }
 

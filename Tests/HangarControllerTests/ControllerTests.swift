@@ -336,4 +336,28 @@ struct ControllerTests {
             #expect(try await process.finish().status == 0, "a controller stops cleanly on SIGTERM")
         }
     }
+
+    @Test("a drone that comes back without its state: the backends it no longer knows are lost at its hello, not kept alive by its heartbeats")
+    func droneBackWithoutState() async throws {
+        let cluster = try await TestCluster()
+        let client = cluster.client
+        try await client.drain(cluster: TestCluster.cluster, drone: try DroneName("dr-two"))
+        let response = try await client.connect(try cluster.request("doc-amnesia"))
+        let id = try BackendID(response.backend_id)
+        _ = try await client.waitUntilReady(id)
+        cluster.drone("dr-one").signal(SIGKILL)
+        _ = try await cluster.drone("dr-one").finish()
+        unlink(cluster.directory.path + "/dr-one.sqlite")
+        try cluster.startDrone("dr-one")
+        try await cluster.waitUntilConnected(["dr-one"])
+        try await eventually("the backend recorded lost", timeout: .seconds(20)) {
+            try await client.status(id).status == "terminated"
+        }
+        // The drone heartbeats again, so no silence sweep would ever end it, and its
+        // heartbeats would renew the key forever: only the hello's list can.
+        #expect(try await client.status(id).reason == "lost")
+        try await client.drain(cluster: TestCluster.cluster, drone: try DroneName("dr-two"), false)
+        #expect(try await client.connect(try cluster.request("doc-amnesia")).spawned, "its key is free")
+        try await cluster.stop()
+    }
 }

@@ -124,6 +124,12 @@ final class TestCluster: Sendable {
         }
         controller.signal(SIGTERM)
         _ = try await controller.finish()
+        // A sandbox's last processes may still be on their way out of the process table
+        // after its init's end was reported (and one of a drone killed with SIGKILL dies
+        // by PR_SET_PDEATHSIG): none may be left for the next test.
+        try await eventually("no sandbox process left (\(HostState.processesWithSandboxUIDs()))") {
+            HostState.processesWithSandboxUIDs().isEmpty
+        }
         for parent in cgroupParents.values {
             #expect(HostState.sandboxCgroups(parent: parent).isEmpty, "a drone left sandbox cgroups in \(parent)")
             HostState.removeCgroupParent(parent)
