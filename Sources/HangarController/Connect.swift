@@ -42,13 +42,8 @@ extension Controller {
 
         let deadline = ContinuousClock.now + configuration.terminatingWait
         while true {
-            let outcome: ConnectOutcome
-            do {
-                outcome = try await batcher.connect(plan)
-            } catch {
-                logger.error("connect failed in the store", metadata: ["key.name": "\(key.name)", "error": "\(error)"])
-                throw ControllerError(.internalError, "the store failed: \(error)")
-            }
+            // A store failure is logged with the error's id at the edge (ErrorMiddleware).
+            let outcome = try await withStore { [plan] in try await batcher.connect(plan) }
             switch outcome {
             case .existing(let backend, let token):
                 return try response(backend, token: token, spawned: false, host: host)

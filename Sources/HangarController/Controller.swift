@@ -81,7 +81,7 @@ public struct ControllerError: Error, Sendable, CustomStringConvertible {
     public let message: String
 
     public init(_ kind: Kind, _ message: String) {
-        id = "err-" + randomHex16()
+        id = APIErrorBody.newID()
         self.kind = kind
         self.message = message
     }
@@ -141,6 +141,18 @@ public final class Controller: Sendable {
             } catch {
                 logger.error("sweep failed", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// Runs store work for an API call: a `ControllerError` passes as it is; any other
+    /// error is the store's, an internal error (logged with its id at the edge).
+    func withStore<T>(_ body: () async throws -> T) async throws(ControllerError) -> T {
+        do {
+            return try await body()
+        } catch let error as ControllerError {
+            throw error
+        } catch {
+            throw ControllerError(.internalError, "the store failed: \(error)")
         }
     }
 

@@ -7,25 +7,18 @@ extension Controller {
     /// Ends a backend: soft (SIGTERM and its grace period) or hard (SIGKILL). Its key is
     /// not handed out again from now on; it is free once the drone reports the end.
     public func terminate(_ backend: BackendID, hard: Bool) async throws(ControllerError) -> BackendStatusView {
-        do {
+        try await withStore {
             if let (record, action) = try await store.requestTermination(backend, hard: hard) {
                 try await publishLatest(backend)
                 drones.send(try order(for: record, action: action.id, kind: action.kind), to: record.drone)
             }
-        } catch {
-            throw ControllerError(.internalError, "the store failed: \(error)")
         }
         return try await status(of: backend)
     }
 
     /// A backend's latest status.
     public func status(of backend: BackendID) async throws(ControllerError) -> BackendStatusView {
-        let events: [StatusEvent]
-        do {
-            events = try await store.events(of: backend, after: 0)
-        } catch {
-            throw ControllerError(.internalError, "the store failed: \(error)")
-        }
+        let events = try await withStore { try await store.events(of: backend, after: 0) }
         guard let last = events.last else { throw ControllerError(.notFound, "no backend \(backend)") }
         // The reason and exit code are those of the latest event that has one.
         return BackendStatusView(
@@ -35,36 +28,27 @@ extension Controller {
 
     /// Stops (or resumes) new placements on a drone.
     public func setDraining(cluster: ClusterName, drone: DroneName, _ draining: Bool) async throws(ControllerError) {
-        do {
-            guard try await store.drones(cluster: cluster).contains(where: { $0.name == drone }),
-                try await store.setDraining(drone, draining)
+        try await withStore {
+            guard try await store.drone(drone)?.registration.cluster == cluster, try await store.setDraining(drone, draining)
             else { throw ControllerError(.notFound, "no drone \(drone) in cluster \(cluster)") }
-        } catch let error as ControllerError {
-            throw error
-        } catch {
-            throw ControllerError(.internalError, "the store failed: \(error)")
         }
     }
 
     /// Deletes tokens (every one of a backend, a user's, or one) and tells the proxies.
     public func revoke(_ request: RevokeRequest) async throws(ControllerError) -> RevokeResponse {
-        do {
+        try await withStore {
             guard try await store.backend(request.backend_id) != nil else {
                 throw ControllerError(.notFound, "no backend \(request.backend_id)")
             }
             let revoked = try await store.revokeTokens(of: request.backend_id, user: request.user, value: request.token)
             if !revoked.isEmpty { proxies.broadcast(.revoked(tokens: revoked)) }
             return RevokeResponse(revoked: revoked.count)
-        } catch let error as ControllerError {
-            throw error
-        } catch {
-            throw ControllerError(.internalError, "the store failed: \(error)")
         }
     }
 
     /// The drones of a cluster with their load, and its backends by status.
     public func clusterState(_ cluster: ClusterName) async throws(ControllerError) -> ClusterStateView {
-        do {
+        try await withStore {
             let now = try await store.now()
             let connected = drones.connected
             let freshness = configuration.heartbeatFreshness.milliseconds
@@ -82,8 +66,6 @@ extension Controller {
                         capacity_memory: drone.registration.capacityMemory, load: drone.load)
                 },
                 backends: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.description, $0.value) }))
-        } catch {
-            throw ControllerError(.internalError, "the store failed: \(error)")
         }
     }
 }

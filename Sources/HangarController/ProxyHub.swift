@@ -56,7 +56,7 @@ extension Controller {
         guard token.utf8.count <= 256, let record = try await store.token(token),
             let backend = try await store.backend(record.backend), backend.status < .terminated
         else { return nil }
-        let ingress = try await store.drones(cluster: backend.cluster).first { $0.name == backend.drone }?.registration.ingress
+        let ingress = try await store.drone(backend.drone)?.registration.ingress
         return ProxyRoute(
             backend_id: backend.id.rawValue, drone: backend.drone.rawValue, ingress: ingress,
             status: backend.status.description, user: record.user, auth: record.auth, secret_token: record.secret)

@@ -13,21 +13,14 @@ extension Controller {
     /// line every 15 seconds keeps idle connections open through proxies.
     func statusStream(_ backend: BackendID, after: Int64) async throws -> Response {
         let live = feed.subscribe(backend)
-        let replay: [StatusEvent]
-        do {
-            replay = try await store.events(of: backend, after: after)
-            if replay.isEmpty {
-                // Nothing to replay: no such backend, or one that has ended and whose end
-                // the client has seen (an EventSource reconnecting after the last event).
-                guard let record = try await store.backend(backend) else {
-                    throw ControllerError(.notFound, "no backend \(backend)")
-                }
-                if record.status == .terminated { return Response(status: .noContent) }
+        let replay = try await withStore { try await store.events(of: backend, after: after) }
+        if replay.isEmpty {
+            // Nothing to replay: no such backend, or one that has ended and whose end the
+            // client has seen (an EventSource reconnecting after the last event).
+            guard let record = try await withStore({ try await store.backend(backend) }) else {
+                throw ControllerError(.notFound, "no backend \(backend)")
             }
-        } catch let error as ControllerError {
-            throw error
-        } catch {
-            throw ControllerError(.internalError, "the store failed: \(error)")
+            if record.status == .terminated { return Response(status: .noContent) }
         }
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"

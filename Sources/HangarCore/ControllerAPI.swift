@@ -89,17 +89,10 @@ public struct Executable: Codable, Sendable, Equatable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         image = try container.validated(.image) { try ImageName($0) }
         command = try container.decodeIfPresent([String].self, forKey: .command)
-        if let command, command.isEmpty || command[0].isEmpty || command.contains(where: { $0.utf8.contains(0) }) {
-            throw container.invalid(.command, "a non-empty list of arguments without NUL, the first one non-empty")
-        }
+        if let command, let problem = BackendCommand.problem(command) { throw container.invalid(.command, problem) }
         env = try container.decodeIfPresent([String: String].self, forKey: .env)
-        for (name, value) in env ?? [:] {
-            if name.isEmpty || name.contains("=") || name.utf8.contains(0) || value.utf8.contains(0) {
-                throw container.invalid(.env, "\(name.debugDescription): a name must be non-empty, without '=' or NUL")
-            }
-            if BackendEnvironment.isReserved(name) {
-                throw container.invalid(.env, "\(name): set by the drone for every backend (PORT, HANGAR_*, SESSION_BACKEND_*)")
-            }
+        for (name, value) in (env ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if let problem = BackendEnvironment.problem(name: name, value: value) { throw container.invalid(.env, problem) }
         }
         limits = try container.decodeIfPresent(ExecutableLimits.self, forKey: .limits)
     }
@@ -380,6 +373,20 @@ public struct APIErrorBody: Codable, Sendable, Equatable, Error, CustomStringCon
     }
 
     public var description: String { "\(kind): \(message) (\(id))" }
+
+    /// A new error id: "err-" and 16 hex digits, to find the error in a log.
+    public static func newID() -> String { "err-" + randomHex16() }
+}
+
+/// What a request may ask a backend to run: checked where a request comes in (the
+/// controller's connect, the drone's admin API and its spawn actions).
+public enum BackendCommand {
+    /// Why `command` cannot be run, or nil: it must be a non-empty list of arguments
+    /// without NUL, the first one non-empty.
+    public static func problem(_ command: [String]) -> String? {
+        command.isEmpty || command[0].isEmpty || command.contains(where: { $0.utf8.contains(0) })
+            ? "a non-empty list of arguments without NUL, the first one non-empty" : nil
+    }
 }
 
 /// The environment variables the drone sets for every backend, which a request may not
@@ -390,6 +397,15 @@ public enum BackendEnvironment {
     ]
 
     public static func isReserved(_ name: String) -> Bool { reserved.contains(name) || name.hasPrefix("HANGAR_") }
+
+    /// Why a request may not set `name` to `value`, or nil.
+    public static func problem(name: String, value: String) -> String? {
+        if name.isEmpty || name.contains("=") || name.utf8.contains(0) || value.utf8.contains(0) {
+            return "\(name.debugDescription): a name must be non-empty, without '=' or NUL, and a value without NUL"
+        }
+        if isReserved(name) { return "\(name): set by the drone for every backend (PORT, HANGAR_*, SESSION_BACKEND_*)" }
+        return nil
+    }
 }
 
 extension KeyedDecodingContainer {

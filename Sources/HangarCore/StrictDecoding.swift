@@ -66,8 +66,14 @@ extension DecodingError {
     /// number".
     public var explanation: String {
         func path(_ codingPath: [any CodingKey]) -> String {
-            let text = codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return text.isEmpty ? "the body" : text.replacingOccurrences(".[", with: "[")
+            let text = codingPath.reduce(into: "") { text, key in
+                if let index = key.intValue {
+                    text += "[\(index)]"
+                } else {
+                    text += (text.isEmpty ? "" : ".") + key.stringValue
+                }
+            }
+            return text.isEmpty ? "the body" : text
         }
         switch self {
         case .keyNotFound(let key, let context):
@@ -97,19 +103,5 @@ extension DecodingError {
         case is Int.Type, is Int64.Type, is UInt64.Type, is Int32.Type, is Double.Type: "a number"
         default: String(describing: type).hasPrefix("Array") ? "a list" : "an object"
         }
-    }
-}
-
-extension String {
-    /// Every `target` replaced by `replacement` (without Foundation).
-    func replacingOccurrences(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var result = ""
-        var rest = self[...]
-        while let range = rest.firstRange(of: target) {
-            result += rest[..<range.lowerBound] + replacement
-            rest = rest[range.upperBound...]
-        }
-        return result + rest
     }
 }

@@ -241,7 +241,7 @@ public struct AdminError: HTTPResponseError, Sendable {
     public let message: String
 
     public init(_ kind: Kind, _ message: String) {
-        id = "err-" + randomHex16()
+        id = APIErrorBody.newID()
         self.kind = kind
         self.message = message
     }
@@ -254,16 +254,12 @@ public struct AdminError: HTTPResponseError, Sendable {
         }
     }
 
-    private struct Body: Encodable {
-        let id: String
-        let kind: String
-        let message: String
-    }
-
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var response = try context.responseEncoder.encode(
-            Body(id: id, kind: kind.rawValue, message: message), from: request, context: context)
+            APIErrorBody(id: id, kind: kind.rawValue, message: message), from: request, context: context)
         response.status = status
         return response
     }
 }
+
+extension APIErrorBody: ResponseEncodable {}

@@ -28,17 +28,9 @@ public struct SpawnRequest: Sendable {
 
     /// Checks what no policy can: the command and the environment.
     public func validate() throws(DroneError) {
-        if let command, command.isEmpty || command[0].isEmpty || command.contains(where: { $0.utf8.contains(0) }) {
-            throw DroneError("command: must be a non-empty list of arguments without NUL, the first one non-empty")
-        }
+        if let command, let problem = BackendCommand.problem(command) { throw DroneError("command: must be \(problem)") }
         for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
-            guard !name.isEmpty, !name.contains("="), !name.utf8.contains(0), !value.utf8.contains(0) else {
-                throw DroneError(
-                    "env.\(name.debugDescription): a name must be non-empty, without '=' or NUL, and a value without NUL")
-            }
-            guard !BackendEnvironment.isReserved(name) else {
-                throw DroneError("env.\(name): set by the drone for every backend (PORT, HANGAR_*, SESSION_BACKEND_*)")
-            }
+            if let problem = BackendEnvironment.problem(name: name, value: value) { throw DroneError("env.\(problem)") }
         }
     }
 }

@@ -25,10 +25,7 @@ public final class DroneStore: Sendable {
     /// that lives as long as the process.
     public init(path: String) throws(DroneError) {
         do {
-            if path != ":memory:" {
-                let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-                if !directory.isEmpty { try? makeDirectories(directory) }
-            }
+            if path != ":memory:" { try? makeParentDirectory(of: path) }
             // A file in WAL mode with synchronous = NORMAL: a status change costs no fsync
             // (a power loss may lose the last few; a crash of the drone loses none).
             var configuration = Configuration()

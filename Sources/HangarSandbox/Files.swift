@@ -67,5 +67,5 @@ public func nextToExecutable(_ name: String) -> String {
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     guard n > 0 else { return name }
     let exe = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/") + "/" + name
+    return parentDirectory(of: exe) + "/" + name
 }

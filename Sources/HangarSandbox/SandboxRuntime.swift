@@ -616,13 +616,27 @@ struct MountPlanKey: Hashable {
     let mounts: [SandboxMount]
 }
 
-/// mkdir -p: `path` and its missing parents, mode 0755.
+/// mkdir -p: `path` and its missing parents, mode 0755 (a relative path from the working
+/// directory).
 public func makeDirectories(_ path: String) throws(SandboxError) {
-    var prefix = ""
+    var prefix = path.hasPrefix("/") ? "/" : ""
     for component in path.split(separator: "/") {
-        prefix += "/" + component
+        prefix += component
         if mkdir(prefix, 0o755) < 0 && errno != EEXIST {
             throw .system(.host, "creating \(prefix)", errno: errno)
         }
+        prefix += "/"
     }
+}
+
+/// The directory part of `path` ("" for a bare name).
+public func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "" }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
+}
+
+/// Makes the directory a file at `path` goes into, when it is missing.
+public func makeParentDirectory(of path: String) throws(SandboxError) {
+    let directory = parentDirectory(of: path)
+    if !directory.isEmpty { try makeDirectories(directory) }
 }

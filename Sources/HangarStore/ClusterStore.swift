@@ -19,6 +19,8 @@ public protocol ClusterStore: Sendable {
     func setDraining(_ drone: DroneName, _ draining: Bool) async throws -> Bool
     /// The drones of `cluster` (every cluster when nil), with their load.
     func drones(cluster: ClusterName?) async throws -> [DroneRecord]
+    /// One drone, with its load.
+    func drone(_ name: DroneName) async throws -> DroneRecord?
 
     /// The transaction behind connects, one savepoint per plan in order: the key's live
     /// backend, or a new backend on a drone `plan.choose` picks, with its key lease, a new
@@ -27,18 +29,15 @@ public protocol ClusterStore: Sendable {
     func connect(_ plans: [ConnectPlan]) async throws -> [Result<ConnectOutcome, any Error>]
 
     func backend(_ id: BackendID) async throws -> BackendRecord?
-    /// Records a status a drone reports. Statuses only move forward: a repeated or older
-    /// one changes nothing and returns nil. A terminated backend frees its key.
-    func recordStatus(
-        _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?
-    ) async throws -> StatusEvent?
     /// Asks a live backend to end (reason external): records terminating (or
     /// hard-terminating) at once, so no connect hands it out again, and queues the action
     /// for its drone, in one transaction. Nil when there is no such backend or it has
     /// ended or is already past that point.
     func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction)?
-    /// `recordStatus` for several changes a drone reports, in order, in one transaction;
-    /// changes of backends that are not that drone's are ignored. The events made.
+    /// Records the status changes a drone reports, in order, in one transaction. Statuses
+    /// only move forward: a repeated or older one changes nothing; a change of a backend
+    /// that is not that drone's is ignored; a terminated backend frees its key and its
+    /// pending actions are done. Returns the events made.
     func recordStatuses(_ changes: [StatusChange], from drone: DroneName) async throws -> [StatusEvent]
     /// A backend's status events after event `after` (0: all), oldest first.
     func events(of backend: BackendID, after: Int64) async throws -> [StatusEvent]
@@ -49,16 +48,13 @@ public protocol ClusterStore: Sendable {
     /// Frees every key whose lease has expired; its backend, if still live in the store,
     /// is recorded as terminated (reason key-expired). Returns those backends.
     func expireLeases() async throws -> [BackendID]
-    /// Records every live backend of `drone` as terminated (reason lost) and frees their keys.
-    func markLost(drone: DroneName) async throws -> [BackendID]
     /// Records the live backends of `drone` that are past `scheduled` and not in `known`
     /// as terminated (reason lost): the drone says it has never heard of them.
     func markLost(drone: DroneName, except known: Set<BackendID>) async throws -> [BackendID]
-    /// `markLost` for every drone whose last heartbeat is older than `milliseconds`.
+    /// Records the live backends of every drone whose last heartbeat is older than
+    /// `milliseconds` as terminated (reason lost) and frees their keys.
     func markLost(silentFor milliseconds: Int64) async throws -> [BackendID]
 
-    /// Asks `drone` to act on a backend; returns the action's id.
-    func enqueueAction(_ kind: DroneAction.Kind, backend: BackendID, drone: DroneName) async throws -> Int64
     /// The actions `drone` has not acknowledged, oldest first (sent again after a reconnect).
     func pendingActions(of drone: DroneName) async throws -> [DroneAction]
     /// Marks actions of `drone` as done (a repeat is harmless), in one transaction.
@@ -77,10 +73,6 @@ extension ClusterStore {
     /// One connect in a transaction of its own.
     public func connect(_ plan: ConnectPlan) async throws -> ConnectOutcome {
         try await connect([plan])[0].get()
-    }
-
-    public func acknowledgeAction(_ id: Int64, drone: DroneName) async throws {
-        try await acknowledgeActions([id], drone: drone)
     }
 
     /// Deletes every token of a backend; returns how many.

@@ -147,7 +147,13 @@ public final class SQLiteStore: ClusterStore {
 
     /// The drones with their load, which the drone row keeps up to date (a spawn adds to
     /// it, a backend's end takes away): no scan of the backends per connect.
-    static func drones(_ db: Database, cluster: ClusterName?, pool: PoolName? = nil) throws -> [DroneRecord] {
+    public func drone(_ name: DroneName) async throws -> DroneRecord? {
+        try await database.read { db in try Self.drones(db, name: name).first }
+    }
+
+    static func drones(_ db: Database, cluster: ClusterName? = nil, pool: PoolName? = nil, name: DroneName? = nil) throws
+        -> [DroneRecord]
+    {
         var sql = "SELECT *, live_backends AS live, committed_memory AS committed FROM drone d"
         var conditions: [String] = []
         var arguments: StatementArguments = []
@@ -158,6 +164,10 @@ public final class SQLiteStore: ClusterStore {
         if let pool {
             conditions.append("d.pool = ?")
             _ = arguments.append(contentsOf: [pool.rawValue])
+        }
+        if let name {
+            conditions.append("d.name = ?")
+            _ = arguments.append(contentsOf: [name.rawValue])
         }
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         sql += " ORDER BY d.name"
@@ -305,15 +315,6 @@ public final class SQLiteStore: ClusterStore {
             spawnConfig: row["spawn_config"], createdAt: row["created_at"])
     }
 
-    public func recordStatus(
-        _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?
-    ) async throws -> StatusEvent? {
-        try await database.write { db in
-            guard let current = try Self.backend(db, backend), status > current.status else { return nil }
-            return try Self.advance(db, backend, to: status, reason: reason, exitCode: exitCode, at: try Self.clock(db))
-        }
-    }
-
     public func recordStatuses(_ changes: [StatusChange], from drone: DroneName) async throws -> [StatusEvent] {
         try await database.write { db in
             let now = try Self.clock(db)
@@ -449,12 +450,6 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
-    public func markLost(drone: DroneName) async throws -> [BackendID] {
-        try await endAll(
-            reason: .lost, selectedBy: "SELECT id FROM backend WHERE drone = ? AND status < ?",
-            arguments: { _ in [drone.rawValue, BackendStatus.terminated.rawValue] })
-    }
-
     /// Ends, in one transaction, the backends a query selects (given the store's clock).
     private func endAll(
         reason: TerminationReason, selectedBy sql: String, arguments: @escaping @Sendable (Int64) -> StatementArguments
@@ -475,12 +470,6 @@ public final class SQLiteStore: ClusterStore {
         try db.cachedStatement(sql: "INSERT INTO drone_action (drone, backend, kind, created_at) VALUES (?, ?, ?, ?)")
             .execute(arguments: [drone.rawValue, backend.rawValue, kind.rawValue, now])
         return db.lastInsertedRowID
-    }
-
-    public func enqueueAction(_ kind: DroneAction.Kind, backend: BackendID, drone: DroneName) async throws -> Int64 {
-        try await database.write { db in
-            try Self.insertAction(db, kind, backend: backend, drone: drone, at: try Self.clock(db))
-        }
     }
 
     public func pendingActions(of drone: DroneName) async throws -> [DroneAction] {

@@ -62,7 +62,7 @@ struct GuestCheck {
             // process, with no controller enabled below it.
             mkdir("/sys/fs/cgroup/drone", 0o755)
             let moved = "\(getpid())".withCString { text in
-                let fd = open("/sys/fs/cgroup/drone/cgroup.procs", O_WRONLY)
+                let fd = open("/sys/fs/cgroup/drone/cgroup.procs", O_WRONLY | O_CLOEXEC)
                 defer { close(fd) }
                 return write(fd, text, strlen(text)) > 0
             }

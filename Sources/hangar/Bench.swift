@@ -218,12 +218,21 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// posix_spawn + waitpid of that one pid.
+/// posix_spawn + waitpid of that one pid, with `stdio` on fds 0, 1 and 2; it must exit 0.
 func spawnAndWait(_ arguments: [String], stdio: Int32) throws {
+    let status = try spawnAndWait(arguments, stdio: [stdio, stdio, stdio])
+    guard status == 0 else { throw BenchError("\(arguments[0]) ended with status \(status)") }
+}
+
+/// posix_spawn + waitpid of that one pid, with `stdio[k]` on fd k (nil: this process's);
+/// its wait status.
+func spawnAndWait(_ arguments: [String], stdio: [Int32?]) throws(BenchError) -> Int32 {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    for fd in Int32(0)...2 { posix_spawn_file_actions_adddup2(&actions, stdio, fd) }
+    for (fd, source) in stdio.enumerated() {
+        if let source { posix_spawn_file_actions_adddup2(&actions, source, Int32(fd)) }
+    }
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
@@ -231,7 +240,7 @@ func spawnAndWait(_ arguments: [String], stdio: Int32) throws {
     guard err == 0 else { throw BenchError("posix_spawn \(arguments[0]): errno \(err)") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    guard status == 0 else { throw BenchError("\(arguments[0]) ended with status \(status)") }
+    return status
 }
 
 func findExecutable(_ name: String) -> String? {

@@ -213,7 +213,9 @@ struct ClusterCommand: AsyncParsableCommand {
         }
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         var lines = rows.map { row in
-            zip(row, widths).map { $0.0 + String(repeating: " ", count: $0.1 - $0.0.count) }.joined(separator: "  ").trimmingTrailingSpaces()
+            // Padded to the column's width, but for the last column.
+            zip(row.dropLast(), widths).map { $0.0 + String(repeating: " ", count: $0.1 - $0.0.count) + "  " }.joined()
+                + row[row.count - 1]
         }
         let order = BackendStatus.allCases.map(\.description)
         let counts = state.backends.sorted { (order.firstIndex(of: $0.key) ?? 99) < (order.firstIndex(of: $1.key) ?? 99) }
@@ -222,13 +224,5 @@ struct ClusterCommand: AsyncParsableCommand {
             "cluster \(state.cluster): "
                 + (counts.isEmpty ? "no backends" : counts.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))
         return lines.joined(separator: "\n")
-    }
-}
-
-extension String {
-    func trimmingTrailingSpaces() -> String {
-        var text = self
-        while text.hasSuffix(" ") { text.removeLast() }
-        return text
     }
 }

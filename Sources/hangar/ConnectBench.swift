@@ -109,7 +109,9 @@ struct ConnectBench: AsyncParsableCommand {
                 wrk, "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", path, url + "/ctrl/connect",
             ]
             // wrk blocks for the whole run: not on one of the few threads the controller runs on.
-            let output = try await BlockingPool.shared.run { () throws(BenchError) -> String in try runCapturing(arguments) }
+            let output = try await BlockingPool.shared.run { () throws(BenchError) -> String in
+                try runCapturing(arguments, output: directory + "/wrk.out")
+            }
             results.append(try Self.parse(output, name: name))
         }
         let rows = results.map { result in
@@ -195,41 +197,25 @@ struct ConnectBench: AsyncParsableCommand {
     }
 }
 
-func writeFile(_ path: String, _ text: String) throws {
+func writeFile(_ path: String, _ text: String) throws(BenchError) {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw BenchError("open \(path): errno \(errno)") }
     defer { close(fd) }
     var text = text
-    text.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
+    let written = text.withUTF8 { write(fd, $0.baseAddress, $0.count) }
+    guard written == text.utf8.count else { throw BenchError("writing \(path): errno \(errno)") }
 }
 
-/// Runs a program to its end; its stdout.
-func runCapturing(_ arguments: [String]) throws(BenchError) -> String {
-    let pipe: [Int32]
+/// Runs a program to its end with its stdout in the file `output`; what it printed.
+func runCapturing(_ arguments: [String], output: String) throws(BenchError) -> String {
+    let fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw BenchError("open \(output): errno \(errno)") }
+    let status = try spawnAndWait(arguments, stdio: [nil, fd, nil])
+    close(fd)
+    guard status == 0 else { throw BenchError("\(arguments[0]) ended with status \(status)") }
     do {
-        let (readEnd, writeEnd) = try makePipe()
-        pipe = [readEnd, writeEnd]
+        return String(decoding: try readWholeFile(output), as: UTF8.self)
     } catch {
-        throw BenchError("pipe: \(error)")
+        throw BenchError("reading \(output): \(error)")
     }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
-    let argv = arguments.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let err = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
-    close(pipe[1])
-    defer { close(pipe[0]) }
-    guard err == 0 else { throw BenchError("posix_spawn \(arguments[0]): errno \(err)") }
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(pipe[0], &buffer, buffer.count)
-        if n > 0 { output += buffer[..<n] } else if n == 0 || errno != EINTR { break }
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return String(decoding: output, as: UTF8.self)
 }

@@ -77,7 +77,7 @@ struct ControllerCommand: AsyncParsableCommand {
         let logger = Logger(label: "hangar.controller")
         let database: SQLiteStore
         do {
-            if store != ":memory:" { try? makeParentDirectory(store) }
+            if store != ":memory:" { try? makeParentDirectory(of: store) }
             database = try SQLiteStore(path: store)
         } catch {
             FileHandleStandardError.write("hangar: the store \(store): \(error)\n")
@@ -104,9 +104,4 @@ func parseAddress(_ text: String, option: String) throws -> (String, Int) {
         throw ValidationError("\(option) takes host:port (e.g. 127.0.0.1:8080), got \"\(text)\"")
     }
     return (String(text[..<colon]), port)
-}
-
-func makeParentDirectory(_ path: String) throws {
-    let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-    if !directory.isEmpty { try makeDirectories(directory) }
 }

@@ -72,7 +72,12 @@ struct DroneRun: AsyncParsableCommand {
             throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller)\"")
         }
         for (option, value) in [("--name", name), ("--cluster", cluster), ("--pool", pool.isEmpty ? nil : pool)] {
-            if let value, (try? DroneName(value)) == nil { throw ValidationError("\(option): \(invalidName(value))") }
+            guard let value else { continue }
+            do {
+                _ = try DroneName(value)
+            } catch {
+                throw ValidationError("\(option): \(error)")
+            }
         }
         if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1, got \(maxBackends)") }
         if dataRoot != "none" && !dataRoot.hasPrefix("/") {
@@ -129,7 +134,7 @@ struct DroneRun: AsyncParsableCommand {
         let banner =
             "hangar drone: admin API on unix:\(socket)" + (ingress.map { ", ingress on \(ingressAddress):\($0.port)" } ?? "")
             + (controller.map { ", controller \($0)" } ?? "") + "\n"
-        try? makeDirectories(String(socket.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")))
+        try? makeParentDirectory(of: socket)
         unlink(socket)  // a socket left by an earlier drone
         var link: ControllerLink?
         if let controller {
@@ -154,16 +159,6 @@ struct DroneRun: AsyncParsableCommand {
         try await app.runService()
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
-    }
-}
-
-/// Why a name is not a drone, cluster or pool name.
-func invalidName(_ value: String) -> String {
-    do {
-        _ = try DroneName(value)
-        return ""
-    } catch {
-        return error.description
     }
 }
 

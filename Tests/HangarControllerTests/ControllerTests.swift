@@ -153,12 +153,7 @@ struct ControllerTests {
         let second = try await client.connect(try cluster.request("doc-revoke"))
         let heard = Mutex<[ProxyMessage]>([])
         let proxy = Task {
-            var settings = WebSocketClientConfiguration()
-            settings.additionalHeaders[.authorization] = "Bearer \(cluster.token)"
-            try await WebSocketClient.connect(
-                url: "ws://127.0.0.1:\(cluster.port)/ctrl/c/\(TestCluster.cluster)/proxy-socket", configuration: settings,
-                logger: Logger(label: "test.proxy")
-            ) { inbound, outbound, _ in
+            try await cluster.webSocket("proxy-socket") { inbound, outbound, _ in
                 try await outbound.write(.text(String(decoding: try JSONEncoder().encode(ProxyMessage.routeRequest(token: first.token)), as: UTF8.self)))
                 for try await message in inbound.messages(maxSize: 1 << 16) {
                     guard case .text(let text) = message else { continue }
@@ -237,6 +232,10 @@ struct ControllerTests {
         // /pub needs no token; an unknown backend is a 404.
         let missing = try await HangarProcess.run(program: "/usr/bin/curl", ["-s", "-w", "\n%{http_code}", cluster.url + "/pub/b/bk-0000000000000000/status"])
         #expect(missing.stdout.hasSuffix("\n404") && missing.stdout.contains("NotFound"), "\(missing)")
+        let garbled = try await HangarProcess.run(
+            program: "/usr/bin/curl",
+            ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Last-Event-ID: nonsense", cluster.url + "/pub/b/bk-0000000000000000/status-stream"])
+        #expect(garbled.stdout == "404", "a Last-Event-ID that is no number counts as none")
         let health = try await HangarProcess.run(program: "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + "/pub/health"])
         #expect(health.stdout == "200")
         let metrics = try await HangarProcess.run(program: "/usr/bin/curl", ["-s", cluster.url + "/metrics"])
@@ -358,6 +357,60 @@ struct ControllerTests {
         #expect(try await client.status(id).reason == "lost")
         try await client.drain(cluster: TestCluster.cluster, drone: try DroneName("dr-two"), false)
         #expect(try await client.connect(try cluster.request("doc-amnesia")).spawned, "its key is free")
+        try await cluster.stop()
+    }
+
+    @Test(
+        "bad flags of the controller, the drone and the client commands get a clear error and a nonzero status",
+        arguments: [
+            (["controller", "--listen", "nowhere"], [:], "--listen takes host:port"),
+            (["controller", "--listen", "127.0.0.1:99999"], [:], "--listen takes host:port"),
+            (["controller", "--store", ":memory:", "--lease", "1"], [:], "lease: at least 3 seconds"),
+            (["controller", "--store", ":memory:", "--lost-after", "5"], [:], "lost-after"),
+            (["controller", "--store", ":memory:", "--heartbeat", "20000"], [:], "heartbeat"),
+            (["controller", "--store", ":memory:", "--cluster", "Not A Cluster"], [:], "cluster name"),
+            (["controller", "--store", ":memory:"], ["HANGAR_CONTROLLER_TOKEN": "short"], "token: at least 16 bytes"),
+            (["drone", "--controller", "ftp://example", "--state", ":memory:"], [:], "--controller takes an http"),
+            (["drone", "--controller", "http://127.0.0.1:1", "--name", "Bad Name"], [:], "--name: "),
+            (["drone", "--controller", "http://127.0.0.1:1", "--pool", "Pool!"], [:], "--pool: "),
+            (["connect", "", "--image", "busybox"], [:], "key"),
+            (["connect", "doc", "--image", "../etc"], [:], "image"),
+            (["connect", "doc", "--image", "busybox", "--env", "NOEQUALS"], [:], "--env takes name=value"),
+            (["connect", "doc", "--namespace", "Upper Case"], [:], "namespace"),
+            (["status", "bk-nope"], [:], "backend"),
+            (["terminate", "nope"], [:], "backend"),
+            (["drain", "Bad Drone", "--cluster", "c.local"], [:], "drone name"),
+            (["connect", "doc", "--controller", "http://127.0.0.1:1"], [:], "the controller"),
+        ] as [([String], [String: String], String)])
+    func badFlags(arguments: [String], environment: [String: String], message: String) async throws {
+        let result = try await HangarProcess.run(arguments, environment: environment)
+        #expect(result.status != 0 && result.status < 128, "an error, not a crash: \(result)")
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+    }
+
+    @Test("the drone socket refuses a wrong version, a first message that is no hello, a bad drone name and garbage")
+    func hostileDrones() async throws {
+        let cluster = try await TestCluster(drones: [])
+        func firstAnswer(_ opening: String) async throws -> String {
+            let answer = Mutex<String>("")
+            try await cluster.webSocket("drone-socket") { inbound, outbound, _ in
+                try await outbound.write(.text(opening))
+                for try await message in inbound.messages(maxSize: 1 << 16) {
+                    if case .text(let text) = message { answer.withLock { $0 = text } }
+                    break
+                }
+            }
+            return answer.withLock { $0 }
+        }
+        let hello = #"{"type":"hello","drone":"dr-x","pool":"","capacity_backends":1,"capacity_memory":0,"backends":[]"#
+        #expect(try await firstAnswer(hello + #","version":99}"#).contains("protocol version 99"))
+        #expect(try await firstAnswer(#"{"type":"heartbeat","seq":1,"running":0}"#).contains("must be a hello"))
+        #expect(try await firstAnswer("not json at all").contains(#""type":"refused""#))
+        #expect(try await firstAnswer(#"{"type":"nonsense"}"#).contains("unknown message type"))
+        let badName = hello.replacing(#""drone":"dr-x""#, with: #""drone":"Dr X""#) + #","version":1}"#
+        #expect(try await firstAnswer(badName).contains("drone name"))
+        let state = try await cluster.client.clusterState(TestCluster.cluster)
+        #expect(state.drones.isEmpty, "no refused drone was registered: \(state.drones.map(\.name))")
         try await cluster.stop()
     }
 }

@@ -3,6 +3,9 @@ import Glibc
 import HangarClient
 import HangarCore
 import HangarTestSupport
+import HTTPTypes
+import HummingbirdWSClient
+import Logging
 import Synchronization
 import Testing
 
@@ -57,6 +60,16 @@ final class TestCluster: Sendable {
             ],
             environment: ["HANGAR_CONTROLLER_TOKEN": token, "HANGAR_CGROUP_PARENT": cgroupParents[name]!])
         droneProcesses.withLock { $0[name] = process }
+    }
+
+    /// Opens the controller's `/ctrl/c/CLUSTER/<socket>` (drone-socket, proxy-socket) with
+    /// its token, as a drone or a proxy would.
+    func webSocket(_ socket: String, _ handler: @escaping WebSocketDataHandler<WebSocketClient.Context>) async throws {
+        var settings = WebSocketClientConfiguration()
+        settings.additionalHeaders[.authorization] = "Bearer \(token)"
+        try await WebSocketClient.connect(
+            url: "ws://127.0.0.1:\(port)/ctrl/c/\(Self.cluster)/\(socket)", configuration: settings,
+            logger: Logger(label: "test.\(socket)"), handler: handler)
     }
 
     func socket(_ drone: String) -> String { directory.path + "/\(drone).sock" }

@@ -27,6 +27,15 @@ struct StoreTests {
         DroneRegistration(name: try DroneName(name), cluster: cluster, capacityBackends: backends, capacityMemory: memory)
     }
 
+    /// One status change as drone dr-a reports it; the event made, if any.
+    func record(
+        _ store: SQLiteStore, _ backend: BackendID, _ status: BackendStatus, reason: TerminationReason?, exitCode: Int32?
+    ) async throws -> StatusEvent? {
+        try await store.recordStatuses(
+            [StatusChange(backend: backend, status: status, reason: reason, exitCode: exitCode)], from: DroneName("dr-a")
+        ).first
+    }
+
     func plan(_ key: String, tag: String? = nil, spawn: Bool = true, memory: UInt64 = 1 << 20) throws -> ConnectPlan {
         ConnectPlan(
             key: KeyRef(name: try KeyName(key), tag: tag), cluster: cluster, spawnConfig: spawn ? #"{"image":"busybox"}"# : nil,
@@ -68,12 +77,15 @@ struct StoreTests {
             return
         }
         #expect(first.fencingToken == 1)
-        #expect(try await store.recordStatus(first.id, .ready, reason: nil, exitCode: nil) != nil)
-        #expect(try await store.recordStatus(first.id, .loading, reason: nil, exitCode: nil) == nil, "only forward")
-        #expect(try await store.recordStatus(first.id, .ready, reason: nil, exitCode: nil) == nil, "once")
-        _ = try await store.recordStatus(first.id, .terminating, reason: .idle, exitCode: nil)
+        let foreign = StatusChange(backend: first.id, status: .ready, reason: nil, exitCode: nil)
+        #expect(try await store.recordStatuses([foreign], from: DroneName("dr-b")).isEmpty, "only its drone reports on it")
+        #expect(try await record(store, first.id, .ready, reason: nil, exitCode: nil) != nil)
+        #expect(try await record(store, first.id, .loading, reason: nil, exitCode: nil) == nil, "only forward")
+        #expect(try await record(store, first.id, .ready, reason: nil, exitCode: nil) == nil, "once")
+        _ = try await record(store, first.id, .terminating, reason: .idle, exitCode: nil)
         #expect(try await store.connect(try plan("doc-1")) == .terminating(first.id), "never a dying backend")
-        _ = try await store.recordStatus(first.id, .terminated, reason: .idle, exitCode: 0)
+        _ = try await record(store, first.id, .terminated, reason: .idle, exitCode: 0)
+        #expect(try await store.pendingActions(of: DroneName("dr-a")).isEmpty, "an ended backend's spawn is never sent again")
         guard case .spawned(let second, _, _) = try await store.connect(try plan("doc-1")) else {
             Issue.record("no second spawn")
             return
@@ -172,12 +184,12 @@ struct StoreTests {
             Issue.record("no spawn")
             return
         }
-        let terminate = try await database.store.enqueueAction(.terminate, backend: backend.id, drone: DroneName("dr-a"))
+        let terminate = try #require(try await database.store.requestTermination(backend.id, hard: false)).1.id
         // The controller restarts: a new store on the same file.
         let reopened = try SQLiteStore(path: database.path)
         #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.id) == [spawn, terminate])
-        try await reopened.acknowledgeAction(spawn, drone: DroneName("dr-a"))
-        try await reopened.acknowledgeAction(spawn, drone: DroneName("dr-a"))  // twice: no harm
+        try await reopened.acknowledgeActions([spawn], drone: DroneName("dr-a"))
+        try await reopened.acknowledgeActions([spawn], drone: DroneName("dr-a"))  // twice: no harm
         #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.kind) == [.terminate])
 
         let now = try await reopened.now()

@@ -64,17 +64,23 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
         }.sorted()
     }
 
-    /// Sandbox cgroups: below every v1 controller's "hangar" parent.
-    /// The sandbox cgroups below the runtime parent `parent` of this process's cgroups.
-    public static func sandboxCgroups(parent name: String = "hangar") -> [String] {
+    /// The directory `name` below this process's cgroup in each v1 controller's hierarchy
+    /// (the runtime parent a test's sandboxes, or drones, use), with the controller.
+    static func cgroupParents(named name: String) -> [(controller: String, path: String)] {
         let membership = readFile("/proc/self/cgroup") ?? ""
-        var found: [String] = []
-        for line in membership.split(separator: "\n") {
+        return membership.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3, !fields[1].isEmpty, !fields[1].hasPrefix("name=") else { continue }
+            guard fields.count == 3, !fields[1].isEmpty, !fields[1].hasPrefix("name=") else { return nil }
             let controller = fields[1].split(separator: ",").first.map(String.init) ?? ""
             let own = fields[2] == "/" ? "" : String(fields[2])
-            let parent = "/sys/fs/cgroup/\(controller)\(own)/\(name)"
+            return (controller, "/sys/fs/cgroup/\(controller)\(own)/\(name)")
+        }
+    }
+
+    /// The sandbox cgroups below the runtime parent `parent` of this process's cgroups.
+    public static func sandboxCgroups(parent name: String = "hangar") -> [String] {
+        var found: [String] = []
+        for (controller, parent) in cgroupParents(named: name) {
             // hangar/rt-<pid>-<start>/sb-<id>: one directory per runtime.
             for runtime in entries(of: parent) where runtime.hasPrefix("rt-") {
                 found += entries(of: parent + "/" + runtime).filter { $0.hasPrefix("sb-") }.map {
@@ -89,13 +95,7 @@ public struct HostState: Equatable, CustomStringConvertible, Sendable {
     /// directories, as a test's drones left them (a drone killed with SIGKILL leaves its
     /// runtime directory). Only names a test chose.
     public static func removeCgroupParent(_ name: String) {
-        let membership = readFile("/proc/self/cgroup") ?? ""
-        for line in membership.split(separator: "\n") {
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3, !fields[1].isEmpty, !fields[1].hasPrefix("name=") else { continue }
-            let controller = fields[1].split(separator: ",").first.map(String.init) ?? ""
-            let own = fields[2] == "/" ? "" : String(fields[2])
-            let parent = "/sys/fs/cgroup/\(controller)\(own)/\(name)"
+        for (_, parent) in cgroupParents(named: name) {
             for runtime in entries(of: parent) where runtime.hasPrefix("rt-") { rmdir(parent + "/" + runtime) }
             rmdir(parent)
         }
