@@ -6,17 +6,21 @@ import Logging
 import Synchronization
 
 /// What the store keeps of a spawn config (opaque to it), to build the drone's order.
+/// (The subdomain is a column of its own: proxies route by it.)
 struct StoredSpawnConfig: Codable {
     var executable: Executable
     var max_idle_seconds: Int?
     var lifetime_limit_seconds: Int?
-    var subdomain: String?
 }
 
 extension Controller {
     /// A connect: the key's backend (spawned false), or a new one on the best of two
     /// random drones, with a new connection token either way. Never a backend that is
     /// terminating: such a connect waits for it to end and starts the next one.
+    ///
+    /// A key that has its backend and the user's grant is answered without a store write;
+    /// its spawn_config, which only says what to start, is then not checked against the
+    /// image's policy (Plane ignores it likewise).
     public func connect(_ request: ConnectRequest, host: String? = nil) async throws(ControllerError) -> ConnectResponse {
         counters.connects.add(1, ordering: .relaxed)
         let key = request.key ?? KeyConfig(name: try! KeyName("unkeyed-" + randomHex16()))
@@ -26,33 +30,38 @@ extension Controller {
             key: KeyRef(namespace: key.namespace, name: key.name, tag: key.tag), cluster: cluster,
             pool: spawn?.pool ?? .default, spawnConfig: nil, memory: 0, newBackend: spawn?.id ?? .random(),
             leaseSeconds: configuration.leaseSeconds, heartbeatFreshness: configuration.heartbeatFreshness.milliseconds,
+            grant: GrantRequest(
+                user: request.user, auth: try encodedAuth(request.auth),
+                staticToken: spawn?.use_static_token == true ? "s." + randomToken() : nil),
             choose: { _ in nil })
+        let signer = try await tokenSigner()
+        if case .existing(let backend, let grant) = store.connectWithoutWriting(plan) {
+            return try response(backend, grant: grant, spawned: false, host: host, signer: signer)
+        }
         if let spawn {
             plan.memory = try memory(for: spawn)
             plan.spawnConfig = try encoded(
                 StoredSpawnConfig(
                     executable: spawn.executable, max_idle_seconds: spawn.max_idle_seconds,
-                    lifetime_limit_seconds: spawn.lifetime_limit_seconds, subdomain: spawn.subdomain))
+                    lifetime_limit_seconds: spawn.lifetime_limit_seconds))
+            plan.subdomain = spawn.subdomain
             plan.clientChoseID = spawn.id != nil
         }
         plan.choose = { [memory = plan.memory] in Scheduler.bestOfTwo($0, memory: memory) }
-        plan.token = TokenDraft(
-            value: randomToken(), user: request.user, auth: try encoded(request.auth), secret: randomToken(),
-            lifetimeMilliseconds: configuration.tokenLifetime.milliseconds, isStatic: spawn?.use_static_token ?? false)
 
         let deadline = ContinuousClock.now + configuration.terminatingWait
         while true {
             // A store failure is logged with the error's id at the edge (ErrorMiddleware).
             let outcome = try await withStore { [plan] in try await batcher.connect(plan) }
             switch outcome {
-            case .existing(let backend, let token):
-                return try response(backend, token: token, spawned: false, host: host)
-            case .spawned(let backend, let action, let token):
+            case .existing(let backend, let grant):
+                return try response(backend, grant: grant, spawned: false, host: host, signer: signer)
+            case .spawned(let backend, let action, let grant):
                 counters.spawns.add(1, ordering: .relaxed)
                 if let order = try? order(for: backend, action: action, kind: .spawn) {
                     drones.send(order, to: backend.drone)
                 }
-                return try response(backend, token: token, spawned: true, host: host)
+                return try response(backend, grant: grant, spawned: true, host: host, signer: signer)
             case .terminating(let id):
                 guard await waitUntilTerminated(id, deadline: deadline) else {
                     throw ControllerError(
@@ -111,20 +120,33 @@ extension Controller {
         }
     }
 
-    /// The answer to a connect.
-    func response(_ backend: BackendRecord, token: TokenRecord?, spawned: Bool, host requestHost: String?)
-        throws(ControllerError) -> ConnectResponse
-    {
-        guard let token else { throw ControllerError(.internalError, "no token issued") }
-        let stored = try? JSONDecoder().decode(StoredSpawnConfig.self, from: Data(backend.spawnConfig.utf8))
-        let subdomain = stored?.subdomain
-        let host = (subdomain.map { $0 + "." } ?? "") + backend.cluster.rawValue
+    /// The answer to a connect, with a new token for its grant (or the backend's static one).
+    func response(
+        _ backend: BackendRecord, grant: AccessGrant?, spawned: Bool, host requestHost: String?, signer: TokenSigner
+    ) throws(ControllerError) -> ConnectResponse {
+        guard let grant else { throw ControllerError(.internalError, "no grant for the connect") }
+        let token =
+            grant.staticToken
+            ?? signer.token(grant: grant.id, expiresAt: wallClockMilliseconds() + configuration.tokenLifetime.milliseconds)
+        let host = (backend.subdomain.map { $0 + "." } ?? "") + backend.cluster.rawValue
         return ConnectResponse(
-            backend_id: backend.id.rawValue, spawned: spawned, status: backend.status.description, token: token.value,
-            url: "\(configuration.proxyScheme)://\(host)/\(token.value)/", subdomain: subdomain,
-            secret_token: token.secret,
+            backend_id: backend.id.rawValue, spawned: spawned, status: backend.status.description, token: token,
+            url: "\(configuration.proxyScheme)://\(host)/\(token)/", subdomain: backend.subdomain,
+            secret_token: signer.secret(for: token),
             status_url: "\(configuration.publicURL ?? "http://" + (requestHost ?? "localhost"))/pub/b/\(backend.id)/status",
             drone: backend.drone.rawValue)
+    }
+
+    /// A connect's auth object as JSON with sorted keys: the same object is the same grant.
+    func encodedAuth(_ auth: [String: JSONValue]) throws(ControllerError) -> String {
+        if auth.isEmpty { return "{}" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        do {
+            return String(decoding: try encoder.encode(auth), as: UTF8.self)
+        } catch {
+            throw ControllerError(.internalError, "encoding: \(error)")
+        }
     }
 
     /// The order a drone gets for an action.

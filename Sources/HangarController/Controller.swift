@@ -2,6 +2,7 @@ import HangarCore
 import HangarPolicy
 import HangarStore
 import Logging
+import Synchronization
 
 /// The controller's settings, loaded once at the edge (flags, environment).
 public struct ControllerConfiguration: Sendable {
@@ -29,7 +30,7 @@ public struct ControllerConfiguration: Sendable {
     /// (reason lost) and their keys freed. At least `leaseSeconds`, so that a drone that
     /// stopped renewing has ended them itself (it does so at 5/6 of a lease).
     public var lostAfter: Duration = .seconds(30)
-    /// How long a connection token resolves.
+    /// How long a connection token resolves (a static token: as long as its backend lives).
     public var tokenLifetime: Duration = .seconds(3600)
     /// A connect whose key's backend is terminating waits this long for it to end.
     public var terminatingWait: Duration = .seconds(30)
@@ -116,6 +117,7 @@ public final class Controller: Sendable {
     let proxies = ProxyHub()
     let batcher: ConnectBatcher
     let counters = ControllerCounters()
+    private let signer = Mutex<TokenSigner?>(nil)
 
     public init(configuration: ControllerConfiguration, store: any ClusterStore, logger: Logger) {
         self.configuration = configuration
@@ -133,8 +135,8 @@ public final class Controller: Sendable {
                 let lost = try await store.markLost(silentFor: configuration.lostAfter.milliseconds)
                 let expired = try await store.expireLeases()
                 for backend in lost + expired { try await announceEnd(of: backend) }
-                // Expired tokens go, a bounded number per sweep.
-                _ = try await store.deleteExpiredTokens(limit: 10_000)
+                // Revocations of tokens that have expired since go, a bounded number per sweep.
+                _ = try await store.deleteExpiredRevocations(limit: 10_000)
                 if !lost.isEmpty {
                     logger.info("backends of silent drones recorded as lost", metadata: ["backends.count": "\(lost.count)"])
                 }
@@ -162,16 +164,20 @@ public final class Controller: Sendable {
     }
 
     /// A backend the store ended by itself (lost, key expired): its followers hear of it,
-    /// and its tokens are revoked at every proxy.
+    /// and every proxy drops its routes.
     func announceEnd(of backend: BackendID) async throws {
         try await publishLatest(backend)
-        try await revokeAll(of: backend)
+        proxies.broadcast(.revoked(Revocation(backends: [backend.rawValue])))
     }
 
-    /// Revokes every token of an ended backend and tells the proxies.
-    func revokeAll(of backend: BackendID) async throws {
-        let revoked = try await store.revokeTokens(of: backend, user: nil, value: nil)
-        if !revoked.isEmpty { proxies.broadcast(.revoked(tokens: revoked)) }
+    /// What signs connection tokens, with the store's key (read once).
+    func tokenSigner() async throws(ControllerError) -> TokenSigner {
+        if let signer = signer.withLock({ $0 }) { return signer }
+        let key = try await withStore { try await store.tokenKey() }
+        return signer.withLock { signer in
+            if signer == nil { signer = TokenSigner(key: key) }
+            return signer!
+        }
     }
 }
 

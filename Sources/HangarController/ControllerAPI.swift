@@ -97,6 +97,8 @@ public enum ControllerAPI {
         return router
     }
 
+    static let bodyDecoder = JSONDecoder()
+
     /// A JSON body of at most `limit` bytes, strictly decoded; errors name the field.
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: some RequestContext, limit: Int)
         async throws -> T
@@ -108,7 +110,7 @@ public enum ControllerAPI {
             throw ControllerError(.payloadTooLarge, "the body is over \(limit) bytes")
         }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+            return try bodyDecoder.decode(T.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
             throw ControllerError.badRequest(error.explanation)
         } catch {
@@ -210,11 +212,6 @@ struct ControllerAuth<Context: RequestContext>: RouterMiddleware {
             }
         }
         return try await next(request, context)
-    }
-
-    func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
     }
 }
 

@@ -219,8 +219,8 @@ extension Controller {
         }
         for event in try await store.recordStatuses(changes, from: drone) {
             feed.publish(event)
-            // Its tokens lead nowhere now.
-            if event.status == .terminated { try await revokeAll(of: event.backend) }
+            // Its tokens lead nowhere now (the store deleted its grants with the end).
+            if event.status == .terminated { proxies.broadcast(.revoked(Revocation(backends: [event.backend.rawValue]))) }
         }
     }
 

@@ -34,15 +34,30 @@ extension Controller {
         }
     }
 
-    /// Deletes tokens (every one of a backend, a user's, or one) and tells the proxies.
+    /// Revokes access to a backend and tells the proxies: one token (`token`), or the
+    /// grants of a user (every token of theirs), or every grant of the backend. `revoked`
+    /// counts the tokens or grants that stopped resolving.
     public func revoke(_ request: RevokeRequest) async throws(ControllerError) -> RevokeResponse {
-        try await withStore {
-            guard try await store.backend(request.backend_id) != nil else {
-                throw ControllerError(.notFound, "no backend \(request.backend_id)")
+        let signer = try await tokenSigner()
+        return try await withStore {
+            let backend = request.backend_id
+            guard try await store.backend(backend) != nil else { throw ControllerError(.notFound, "no backend \(backend)") }
+            if let token = request.token {
+                // A static token goes with its grant; a signed one is refused until it expires.
+                if let grant = try await store.grant(staticToken: token), grant.backend == backend {
+                    let ids = try await store.revokeGrants(of: backend, user: nil, id: grant.id)
+                    proxies.broadcast(.revoked(Revocation(tokens: [token], grants: ids)))
+                    return RevokeResponse(revoked: 1)
+                }
+                guard let (grantID, expiresAt) = signer.verify(token), expiresAt > wallClockMilliseconds(),
+                    try await store.grant(grantID)?.backend == backend, try await store.revokeToken(token, expiresAt: expiresAt)
+                else { return RevokeResponse(revoked: 0) }
+                proxies.broadcast(.revoked(Revocation(tokens: [token])))
+                return RevokeResponse(revoked: 1)
             }
-            let revoked = try await store.revokeTokens(of: request.backend_id, user: request.user, value: request.token)
-            if !revoked.isEmpty { proxies.broadcast(.revoked(tokens: revoked)) }
-            return RevokeResponse(revoked: revoked.count)
+            let ids = try await store.revokeGrants(of: backend, user: request.user, id: nil)
+            if !ids.isEmpty { proxies.broadcast(.revoked(Revocation(grants: ids))) }
+            return RevokeResponse(revoked: ids.count)
         }
     }
 

@@ -51,14 +51,28 @@ extension Controller {
         }
     }
 
-    /// Where a token leads: a live backend, its drone's ingress, and who connects.
+    /// Where a token leads: a live backend, its drone's ingress, and who connects. Nil for
+    /// a token this controller did not sign (or a static token it does not know), one that
+    /// has expired or was revoked, or one whose grant or backend is gone.
     func route(_ token: String) async throws -> ProxyRoute? {
-        guard token.utf8.count <= 256, let record = try await store.token(token),
-            let backend = try await store.backend(record.backend), backend.status < .terminated
-        else { return nil }
+        let signer = try await tokenSigner()
+        let grant: AccessGrant
+        var expiresAt: Int64?
+        if token.hasPrefix("s.") {
+            guard token.utf8.count <= 64, let found = try await store.grant(staticToken: token) else { return nil }
+            grant = found
+        } else {
+            guard let (id, expiry) = signer.verify(token), expiry > wallClockMilliseconds(),
+                try await !store.isRevoked(token), let found = try await store.grant(id)
+            else { return nil }
+            grant = found
+            expiresAt = expiry
+        }
+        guard let backend = try await store.backend(grant.backend), backend.status < .terminated else { return nil }
         let ingress = try await store.drone(backend.drone)?.registration.ingress
         return ProxyRoute(
-            backend_id: backend.id.rawValue, drone: backend.drone.rawValue, ingress: ingress,
-            status: backend.status.description, user: record.user, auth: record.auth, secret_token: record.secret)
+            backend_id: backend.id.rawValue, grant: grant.id, expires_at: expiresAt, subdomain: backend.subdomain,
+            drone: backend.drone.rawValue, ingress: ingress, status: backend.status.description, user: grant.user,
+            auth: grant.auth, secret_token: signer.secret(for: token))
     }
 }

@@ -16,11 +16,10 @@ public struct KeyConfig: Codable, Sendable, Equatable {
         self.tag = tag
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case name, namespace, tag }
+    enum CodingKeys: String, StrictCodingKey { case name, namespace, tag, unknown = "\u{0}" }
 
     public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownFields(CodingKeys.self)
-        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         name = try container.validated(.name) { try KeyName($0) }
         namespace = try container.validatedIfPresent(.namespace) { try NamespaceName($0) } ?? .default
         tag = try container.plainText(.tag)
@@ -48,11 +47,10 @@ public struct ExecutableLimits: Codable, Sendable, Equatable {
         self.cpu = cpu
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case memory_max, pids_max, cpu }
+    enum CodingKeys: String, StrictCodingKey { case memory_max, pids_max, cpu, unknown = "\u{0}" }
 
     public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownFields(CodingKeys.self)
-        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         memory_max = try container.decodeIfPresent(String.self, forKey: .memory_max)
         if let memory_max {
             guard let size = try? ByteSize(parsing: memory_max) else {
@@ -64,6 +62,13 @@ public struct ExecutableLimits: Codable, Sendable, Equatable {
         if let pids_max, pids_max < 1 { throw container.invalid(.pids_max, "must be at least 1") }
         cpu = try container.decodeIfPresent(Double.self, forKey: .cpu)
         if let cpu, !(cpu > 0 && cpu <= 1024) { throw container.invalid(.cpu, "must be more than 0 cores") }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(memory_max, forKey: .memory_max)
+        try container.encodeIfPresent(pids_max, forKey: .pids_max)
+        try container.encodeIfPresent(cpu, forKey: .cpu)
     }
 }
 
@@ -82,11 +87,10 @@ public struct Executable: Codable, Sendable, Equatable {
         self.limits = limits
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case image, command, env, limits }
+    enum CodingKeys: String, StrictCodingKey { case image, command, env, limits, unknown = "\u{0}" }
 
     public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownFields(CodingKeys.self)
-        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         image = try container.validated(.image) { try ImageName($0) }
         command = try container.decodeIfPresent([String].self, forKey: .command)
         if let command, let problem = BackendCommand.problem(command) { throw container.invalid(.command, problem) }
@@ -136,13 +140,13 @@ public struct SpawnConfig: Codable, Sendable, Equatable {
         self.subdomain = subdomain
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
+    enum CodingKeys: String, StrictCodingKey {
         case id, cluster, pool, executable, lifetime_limit_seconds, max_idle_seconds, use_static_token, subdomain
+        case unknown = "\u{0}"
     }
 
     public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownFields(CodingKeys.self)
-        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         id = try container.validatedIfPresent(.id) { try BackendID($0) }
         cluster = try container.validatedIfPresent(.cluster) { try ClusterName($0) }
         pool = try container.validatedIfPresent(.pool) { try PoolName($0) } ?? .default
@@ -197,15 +201,22 @@ public struct ConnectRequest: Codable, Sendable, Equatable {
         self.auth = auth
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case key, spawn_config, user, auth }
+    enum CodingKeys: String, StrictCodingKey { case key, spawn_config, user, auth, unknown = "\u{0}" }
 
     public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownFields(CodingKeys.self)
-        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         key = try container.decodeIfPresent(KeyConfig.self, forKey: .key)
         spawn_config = try container.decodeIfPresent(SpawnConfig.self, forKey: .spawn_config)
         user = try container.plainText(.user)
         auth = try container.decodeIfPresent([String: JSONValue].self, forKey: .auth) ?? [:]
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(key, forKey: .key)
+        try container.encodeIfPresent(spawn_config, forKey: .spawn_config)
+        try container.encodeIfPresent(user, forKey: .user)
+        if !auth.isEmpty { try container.encode(auth, forKey: .auth) }
     }
 }
 
@@ -335,11 +346,10 @@ public struct RevokeRequest: Codable, Sendable, Equatable {
         self.token = token
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case backend_id, user, token }
+    enum CodingKeys: String, StrictCodingKey { case backend_id, user, token, unknown = "\u{0}" }
 
     public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownFields(CodingKeys.self)
-        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         backend_id = try container.validated(.backend_id) { try BackendID($0) }
         user = try container.decodeIfPresent(String.self, forKey: .user)
         token = try container.decodeIfPresent(String.self, forKey: .token)

@@ -237,21 +237,63 @@ extension String {
 /// `count` bytes from the system's CSPRNG (getrandom), as unpadded base64url: what tokens
 /// are made of (32 bytes: 43 characters).
 public func randomToken(bytes count: Int = 32) -> String {
-    // Eight bytes per draw (one getrandom call each), not one.
+    Base64URL.encode(randomBytes(count))
+}
+
+/// `count` bytes from the system's CSPRNG, eight per draw (one getrandom call each).
+public func randomBytes(_ count: Int) -> [UInt8] {
     var generator = SystemRandomNumberGenerator()
     var words = (0..<(count + 7) / 8).map { _ in generator.next() }
-    let bytes = words.withUnsafeMutableBytes { Array($0.prefix(count)) }
-    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-    var text: [UInt8] = []
-    text.reserveCapacity((count * 4 + 2) / 3)
-    var index = 0
-    while index < bytes.count {
-        let chunk = bytes[index..<min(index + 3, bytes.count)]
-        let value = chunk.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (16 - 8 * UInt32($1.offset)) }
-        for position in 0...chunk.count {
-            text.append(alphabet[Int((value >> (18 - 6 * UInt32(position))) & 63)])
+    return words.withUnsafeMutableBytes { Array($0.prefix(count)) }
+}
+
+/// Unpadded base64url (RFC 4648 §5): safe in a URL's path and in a host name's label.
+public enum Base64URL {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    static let values: [UInt8] = {
+        var values = [UInt8](repeating: 0xff, count: 256)
+        for (value, character) in alphabet.enumerated() { values[Int(character)] = UInt8(value) }
+        return values
+    }()
+
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
+        let bytes = Array(bytes)
+        var text: [UInt8] = []
+        text.reserveCapacity((bytes.count * 4 + 2) / 3)
+        var index = 0
+        while index < bytes.count {
+            let chunk = bytes[index..<min(index + 3, bytes.count)]
+            let value = chunk.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (16 - 8 * UInt32($1.offset)) }
+            for position in 0...chunk.count {
+                text.append(alphabet[Int((value >> (18 - 6 * UInt32(position))) & 63)])
+            }
+            index += 3
         }
-        index += 3
+        return String(decoding: text, as: UTF8.self)
     }
-    return String(decoding: text, as: UTF8.self)
+
+    /// The bytes, or nil when the text is not unpadded base64url (a stray character, a
+    /// length no encoding has, or bits left over).
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        let characters = Array(text.utf8)
+        guard characters.count % 4 != 1 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(characters.count * 3 / 4)
+        var index = 0
+        while index < characters.count {
+            let chunk = characters[index..<min(index + 4, characters.count)]
+            var value: UInt32 = 0
+            for (position, character) in chunk.enumerated() {
+                let digit = values[Int(character)]
+                guard digit != 0xff else { return nil }
+                value |= UInt32(digit) << (18 - 6 * UInt32(position))
+            }
+            let count = chunk.count - 1
+            for position in 0..<count { bytes.append(UInt8((value >> (16 - 8 * UInt32(position))) & 0xff)) }
+            // The bits after the last whole byte must be zero: one encoding per byte string.
+            guard value & ((1 << (24 - 8 * UInt32(count))) - 1) == 0 else { return nil }
+            index += 4
+        }
+        return bytes
+    }
 }

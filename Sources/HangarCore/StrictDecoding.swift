@@ -45,19 +45,34 @@ struct AnyCodingKey: CodingKey {
     init?(intValue: Int) { nil }
 }
 
+/// The coding keys of a strictly decoded type: its fields, and `unknown` for any other
+/// name. One container then both decodes the fields and sees a stray one, without a
+/// second pass over the object.
+public protocol StrictCodingKey: CodingKey, CaseIterable, Equatable, RawRepresentable<String> {
+    static var unknown: Self { get }
+}
+
+extension StrictCodingKey {
+    public init(stringValue: String) {
+        self = Self(rawValue: stringValue) ?? .unknown
+    }
+}
+
 extension Decoder {
-    /// Refuses a field the type does not know: a misspelt `max_idle_secs` is an error,
-    /// never a silently ignored setting.
-    public func rejectUnknownFields<Key: CodingKey & CaseIterable>(_ known: Key.Type) throws {
-        let names = Set(Key.allCases.map(\.stringValue))
-        let present = try container(keyedBy: AnyCodingKey.self).allKeys.map(\.stringValue)
-        if let unknown = present.sorted().first(where: { !names.contains($0) }) {
-            let path = codingPath.map(\.stringValue) + [unknown]
-            throw DecodingError.dataCorrupted(
-                .init(
-                    codingPath: codingPath,
-                    debugDescription: "\(path.joined(separator: ".")): unknown field (known: \(names.sorted().joined(separator: ", ")))"))
-        }
+    /// The fields of an object; a field the type does not know is an error that names it:
+    /// a misspelt `max_idle_secs` is refused, never a silently ignored setting.
+    public func strictContainer<Key: StrictCodingKey>(keyedBy: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        let fields = try container(keyedBy: Key.self)
+        guard fields.allKeys.contains(.unknown) else { return fields }
+        let known = Key.allCases.filter { $0 != .unknown }.map { $0.stringValue }
+        let present = try container(keyedBy: AnyCodingKey.self).allKeys.map { $0.stringValue }
+        let unknown = present.filter { !known.contains($0) }.sorted().first ?? ""
+        let path = codingPath.map { $0.stringValue } + [unknown]
+        throw DecodingError.dataCorrupted(
+            .init(
+                codingPath: codingPath,
+                debugDescription:
+                    "\(path.joined(separator: ".")): unknown field (known: \(known.sorted().joined(separator: ", ")))"))
     }
 }
 

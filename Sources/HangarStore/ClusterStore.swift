@@ -1,8 +1,9 @@
 import HangarCore
 
 /// The controller's source of truth behind one protocol: drones, backends, keys with their
-/// leases and fencing tokens, backend status events, the actions sent to drones, and
-/// connection tokens. `SQLiteStore` is the embedded engine. Every time the store decides
+/// leases and fencing tokens, backend status events, the actions sent to drones, access
+/// grants (who may reach a backend; the controller signs connection tokens that name one)
+/// and revoked tokens. `SQLiteStore` is the embedded engine. Every time the store decides
 /// on (a lease's expiry, a heartbeat's freshness) is the store's own clock (`now()`), so
 /// that several controllers sharing one database agree.
 public protocol ClusterStore: Sendable {
@@ -22,11 +23,15 @@ public protocol ClusterStore: Sendable {
     /// One drone, with its load.
     func drone(_ name: DroneName) async throws -> DroneRecord?
 
-    /// The transaction behind connects, one savepoint per plan in order: the key's live
-    /// backend, or a new backend on a drone `plan.choose` picks, with its key lease, a new
-    /// fencing token and a spawn action; and the connection token. Several concurrent
-    /// connects share one transaction (one commit), each with its own outcome.
+    /// The transaction behind connects, plan by plan in order: the key's live backend, or a
+    /// new backend on a drone `plan.choose` picks, with its key lease, a new fencing token
+    /// and a spawn action; and the grant of the connect's user. Several concurrent connects
+    /// share one transaction (one commit), each with its own outcome.
     func connect(_ plans: [ConnectPlan]) async throws -> [Result<ConnectOutcome, any Error>]
+    /// A connect that needs no write — the key's live backend, its lease not run out, and a
+    /// grant it already has for the connect's user — answered without a transaction where
+    /// the store can (exactly as `connect` would); nil: call `connect`.
+    func connectWithoutWriting(_ plan: ConnectPlan) -> ConnectOutcome?
 
     func backend(_ id: BackendID) async throws -> BackendRecord?
     /// Asks a live backend to end (reason external): records terminating (or
@@ -60,13 +65,20 @@ public protocol ClusterStore: Sendable {
     /// Marks actions of `drone` as done (a repeat is harmless), in one transaction.
     func acknowledgeActions(_ ids: [Int64], drone: DroneName) async throws
 
-    func insertToken(_ token: TokenRecord) async throws
-    /// A token that has not expired.
-    func token(_ value: String) async throws -> TokenRecord?
-    /// Deletes up to `limit` expired tokens; returns how many.
-    func deleteExpiredTokens(limit: Int) async throws -> Int
-    /// Deletes the tokens of a backend: all of them, a user's, or one; returns their values.
-    func revokeTokens(of backend: BackendID, user: String?, value: String?) async throws -> [String]
+    /// The key connection tokens are signed with: 32 random bytes, made at the first call
+    /// and the same ever after (tokens outlive a restart).
+    func tokenKey() async throws -> [UInt8]
+    /// A grant that exists, by id (a dynamic token names one) or by static token.
+    func grant(_ id: Int64) async throws -> AccessGrant?
+    func grant(staticToken: String) async throws -> AccessGrant?
+    /// Deletes grants of a backend — all, a user's, or one — so that no token naming one
+    /// resolves again; returns their ids.
+    func revokeGrants(of backend: BackendID, user: String?, id: Int64?) async throws -> [Int64]
+    /// Refuses one token until it would have expired anyway; false when it already was.
+    func revokeToken(_ value: String, expiresAt: Int64) async throws -> Bool
+    func isRevoked(_ token: String) async throws -> Bool
+    /// Deletes up to `limit` revocations of tokens that have expired since; returns how many.
+    func deleteExpiredRevocations(limit: Int) async throws -> Int
 }
 
 extension ClusterStore {
@@ -75,10 +87,8 @@ extension ClusterStore {
         try await connect([plan])[0].get()
     }
 
-    /// Deletes every token of a backend; returns how many.
-    public func revokeTokens(of backend: BackendID) async throws -> Int {
-        try await revokeTokens(of: backend, user: nil, value: nil).count
-    }
+    /// No connect is answered without a transaction.
+    public func connectWithoutWriting(_ plan: ConnectPlan) -> ConnectOutcome? { nil }
 }
 
 /// A key as a connect names it: unique within its namespace; the tag must match the
@@ -156,6 +166,8 @@ public struct BackendRecord: Sendable, Equatable {
     /// What to run, as the controller encoded it (opaque to the store).
     public var spawnConfig: String
     public var createdAt: Int64
+    /// The label its URL's host starts with, if the connect that spawned it chose one.
+    public var subdomain: String?
 }
 
 /// A status a drone reports for a backend.
@@ -201,17 +213,19 @@ public struct ConnectPlan: Sendable {
     public var heartbeatFreshness: Int64
     /// Picks a drone among the candidates (ready, fresh, not draining, same cluster and pool).
     public var choose: @Sendable ([DroneRecord]) -> DroneName?
-    /// The connection token to issue with a live backend; nil: none.
-    public var token: TokenDraft?
+    /// The grant of the connect's user, found or made; nil: none.
+    public var grant: GrantRequest?
+    /// The new backend's subdomain.
+    public var subdomain: String?
     /// The new backend's id was chosen by the client: refuse it if taken.
     public var clientChoseID = false
 
     public init(
         key: KeyRef, cluster: ClusterName, pool: PoolName = .default, spawnConfig: String?, memory: UInt64,
         newBackend: BackendID = .random(), leaseSeconds: Int = 30, heartbeatFreshness: Int64 = 15_000,
-        token: TokenDraft? = nil, choose: @escaping @Sendable ([DroneRecord]) -> DroneName?
+        grant: GrantRequest? = nil, choose: @escaping @Sendable ([DroneRecord]) -> DroneName?
     ) {
-        self.token = token
+        self.grant = grant
         self.key = key
         self.cluster = cluster
         self.pool = pool
@@ -224,35 +238,29 @@ public struct ConnectPlan: Sendable {
     }
 }
 
-/// A connection token to issue: the store sets its expiry by its own clock, and a
-/// backend spawned with a static token hands out that one instead.
-public struct TokenDraft: Sendable, Equatable {
-    public var value: String
+/// Who connects: a connect's user and auth object. A backend spawned with a static token
+/// gives its grant that token, and every later connect gets it.
+public struct GrantRequest: Sendable, Equatable {
     public var user: String?
+    /// The connect's auth object, as JSON.
     public var auth: String
-    public var secret: String
-    /// It stops resolving this long after the connect.
-    public var lifetimeMilliseconds: Int64
-    /// The backend's one token for every connect, valid as long as it lives (Plane's
-    /// use_static_token); only a spawn makes one.
-    public var isStatic: Bool
+    /// The static token a spawn gives its backend (Plane's use_static_token); only a spawn
+    /// makes one.
+    public var staticToken: String?
 
-    public init(value: String, user: String?, auth: String, secret: String, lifetimeMilliseconds: Int64, isStatic: Bool) {
-        self.value = value
+    public init(user: String?, auth: String, staticToken: String? = nil) {
         self.user = user
         self.auth = auth
-        self.secret = secret
-        self.lifetimeMilliseconds = lifetimeMilliseconds
-        self.isStatic = isStatic
+        self.staticToken = staticToken
     }
 }
 
 /// How a connect ended in the store.
 public enum ConnectOutcome: Sendable, Equatable {
-    /// The key's live backend (spawned: false), and the token issued.
-    case existing(BackendRecord, token: TokenRecord?)
-    /// A new backend, the spawn action for its drone, and the token issued.
-    case spawned(BackendRecord, action: Int64, token: TokenRecord?)
+    /// The key's live backend (spawned: false), and the connect's grant.
+    case existing(BackendRecord, grant: AccessGrant?)
+    /// A new backend, the spawn action for its drone, and the connect's grant.
+    case spawned(BackendRecord, action: Int64, grant: AccessGrant?)
     /// The client chose the new backend's id, and a backend has it.
     case backendIDTaken(BackendID)
     /// The key is held by a backend with another tag.
@@ -280,30 +288,25 @@ public struct DroneAction: Sendable, Equatable {
     public var kind: Kind
 }
 
-/// A connection token: what the proxy resolves to a backend.
-public struct TokenRecord: Sendable, Equatable {
-    public var value: String
+/// Access to a backend for one user (and auth object): what a connection token names.
+/// Tokens are signed by the controller and not stored, so a connect to a key that has its
+/// backend and its user's grant writes nothing; revoking deletes grants.
+public struct AccessGrant: Sendable, Equatable {
+    /// Never reused: a deleted grant's tokens never name another.
+    public var id: Int64
     public var backend: BackendID
     public var user: String?
     /// The connect's auth object, as JSON, passed to the backend by the proxy.
     public var auth: String
-    /// A second secret the backend may check.
-    public var secret: String
-    /// The store's clock when it stops resolving.
-    public var expiresAt: Int64
-    /// The backend's static token (it lives as long as the backend).
-    public var isStatic: Bool
+    /// The backend's one token for every connect, as long as it lives; nil: tokens are
+    /// signed per connect.
+    public var staticToken: String?
 
-    public init(
-        value: String, backend: BackendID, user: String?, auth: String, secret: String, expiresAt: Int64,
-        isStatic: Bool = false
-    ) {
-        self.value = value
+    public init(id: Int64, backend: BackendID, user: String?, auth: String, staticToken: String? = nil) {
+        self.id = id
         self.backend = backend
         self.user = user
         self.auth = auth
-        self.secret = secret
-        self.expiresAt = expiresAt
-        self.isStatic = isStatic
+        self.staticToken = staticToken
     }
 }

@@ -1,24 +1,90 @@
+import FoundationEssentials
 import GRDB
+import Glibc
 import HangarCore
 
 /// The embedded store: SQLite through GRDB (the system libsqlite3), in WAL mode. Every
 /// write is one serialized transaction, so the check and the claim of a key cannot
 /// interleave; the primary key of `key_lease` is the last word on one holder per key.
-/// Its clock is SQLite's own (`now()`).
+/// Its clock is SQLite's own (`now()`), the system's real-time clock.
+///
+/// One process at a time has a database file open (a lock file next to it says which),
+/// so that the live keys it keeps in memory (`LiveKeys`) are exact: a connect to a key
+/// that has its backend and its user's grant needs no transaction.
 public final class SQLiteStore: ClusterStore {
     let database: any DatabaseWriter
+    let live = LiveKeys()
+    /// The lock file's descriptor, held (flock) as long as this store lives; -1 in memory.
+    private let lock: Int32
 
     /// Opens (creating and migrating) the database at `path`; ":memory:" for one that
-    /// lives as long as this object.
+    /// lives as long as this object. Another process (or store) that has it open is an
+    /// error that says so.
     public init(path: String) throws {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-        database =
-            path == ":memory:"
-            ? try DatabaseQueue(configuration: configuration) : try DatabasePool(path: path, configuration: configuration)
-        try Self.migrator.migrate(database)
+        lock = path == ":memory:" ? -1 : try Self.takeLock(path + "-lock")
+        do {
+            database =
+                path == ":memory:"
+                ? try DatabaseQueue(configuration: configuration) : try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(database)
+            live.apply(try database.read(Self.liveKeys))
+        } catch {
+            if lock >= 0 { close(lock) }
+            throw error
+        }
+    }
+
+    deinit {
+        if lock >= 0 { close(lock) }
+    }
+
+    /// An exclusive lock on `path`, or an error naming it when another holds it.
+    static func takeLock(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError("\(path): cannot open the lock file: \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = errno == EWOULDBLOCK ? "another process has the store open" : String(cString: strerror(errno))
+            close(fd)
+            throw StoreError("\(path): \(reason)")
+        }
+        return fd
+    }
+
+    /// The live keys as the database has them, with their grants: what `LiveKeys` starts from.
+    static func liveKeys(_ db: Database) throws -> [LiveKeys.Change] {
+        let terminated = BackendStatus.terminated.rawValue
+        var changes: [LiveKeys.Change] = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT b.*, k.expires_at AS lease_expires_at FROM key_lease k JOIN backend b ON b.id = k.backend
+                WHERE b.status < ?
+                """, arguments: [terminated]
+        ).map { row in .held(try backend(row), leaseExpiresAt: row["lease_expires_at"] ?? 0) }
+        changes += try Row.fetchAll(
+            db, sql: "SELECT g.* FROM access_grant g JOIN backend b ON b.id = g.backend WHERE b.status < ?",
+            arguments: [terminated]
+        ).map { .granted(try grant($0)) }
+        return changes
+    }
+
+    /// Runs a write transaction; what it changed of the live keys reaches `live` once it
+    /// has committed (and never if it rolls back).
+    private func write<T: Sendable>(_ body: @escaping @Sendable (Database, inout [LiveKeys.Change]) throws -> T)
+        async throws -> T
+    {
+        try await database.write { [live] db in
+            var changes: [LiveKeys.Change] = []
+            let result = try body(db, &changes)
+            if !changes.isEmpty {
+                let committed = changes
+                db.afterNextTransaction { _ in live.apply(committed) }
+            }
+            return result
+        }
     }
 
     /// The schema, one migration per version; a migration, once released, never changes.
@@ -88,6 +154,27 @@ public final class SQLiteStore: ClusterStore {
                     CREATE INDEX backend_event_status_at ON backend_event(status, at);
                     """)
         }
+        migrator.registerMigration("5: access grants instead of stored tokens, revoked tokens, settings") { db in
+            // Connection tokens are signed by the controller and name a grant; what was a
+            // static token becomes its backend's static grant. Other stored tokens stop
+            // resolving (their clients connect again).
+            try db.execute(
+                sql: """
+                    ALTER TABLE backend ADD COLUMN subdomain TEXT;
+                    UPDATE backend SET subdomain = json_extract(spawn_config, '$.subdomain') WHERE json_valid(spawn_config);
+                    CREATE TABLE access_grant (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT, backend TEXT NOT NULL REFERENCES backend(id),
+                        user TEXT, auth TEXT NOT NULL, static_token TEXT UNIQUE);
+                    CREATE INDEX access_grant_backend ON access_grant(backend, user);
+                    INSERT INTO access_grant (backend, user, auth, static_token)
+                        SELECT t.backend, t.user, t.auth, t.value FROM token t JOIN backend b ON b.id = t.backend
+                        WHERE t.is_static = 1 AND b.status < 70;
+                    DROP TABLE token;
+                    CREATE TABLE revoked_token (value TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+                    CREATE INDEX revoked_token_expiry ON revoked_token(expires_at);
+                    CREATE TABLE setting (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+                    """)
+        }
         return migrator
     }
 
@@ -120,16 +207,18 @@ public final class SQLiteStore: ClusterStore {
     }
 
     public func heartbeat(_ drone: DroneName, renewingLeasesFor seconds: Int) async throws -> Bool {
-        try await database.write { db in
+        try await write { db, changes in
             let now = try Self.clock(db)
             try db.execute(sql: "UPDATE drone SET last_heartbeat = ? WHERE name = ?", arguments: [now, drone.rawValue])
             guard db.changesCount > 0 else { return false }
+            let until = now + Int64(seconds) * 1000
             try db.execute(
                 sql: """
                     UPDATE key_lease SET expires_at = ? WHERE backend IN
                         (SELECT id FROM backend WHERE drone = ? AND status < ?)
                     """,
-                arguments: [now + Int64(seconds) * 1000, drone.rawValue, BackendStatus.terminated.rawValue])
+                arguments: [until, drone.rawValue, BackendStatus.terminated.rawValue])
+            changes.append(.renewed(drone, until: until))
             return true
         }
     }
@@ -188,16 +277,20 @@ public final class SQLiteStore: ClusterStore {
         // The whole batch in one transaction; should any plan fail (a store error), each is
         // done again in a transaction of its own, so that one failure fails one connect.
         do {
-            return try await database.write { db in
+            return try await write { db, changes in
                 let now = try Self.clock(db)
-                return try plans.map { .success(try Self.connect(db, $0, now: now)) }
+                return try plans.map { .success(try Self.connect(db, $0, now: now, changes: &changes)) }
             }
         } catch {
             guard plans.count > 1 else { return [.failure(error)] }
             var results: [Result<ConnectOutcome, any Error>] = []
             for plan in plans {
                 do {
-                    results.append(.success(try await database.write { db in try Self.connect(db, plan, now: try Self.clock(db)) }))
+                    results.append(
+                        .success(
+                            try await write { db, changes in
+                                try Self.connect(db, plan, now: try Self.clock(db), changes: &changes)
+                            }))
                 } catch {
                     results.append(.failure(error))
                 }
@@ -206,7 +299,13 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
-    static func connect(_ db: Database, _ plan: ConnectPlan, now: Int64) throws -> ConnectOutcome {
+    public func connectWithoutWriting(_ plan: ConnectPlan) -> ConnectOutcome? {
+        live.answer(plan, now: wallClockMilliseconds())
+    }
+
+    static func connect(_ db: Database, _ plan: ConnectPlan, now: Int64, changes: inout [LiveKeys.Change]) throws
+        -> ConnectOutcome
+    {
         let key = plan.key
         var fencingToken: Int64 = 1
         if let lease = try Row.fetchOne(
@@ -227,7 +326,8 @@ public final class SQLiteStore: ClusterStore {
                 } else if lease["tag"] as String? != key.tag {
                     return .keyHeld(tag: lease["tag"])
                 } else {
-                    return .existing(backend, token: try issue(db, plan.token, for: backend.id, spawning: false, now: now))
+                    let grant = try plan.grant.map { try grantFor(db, $0, backend: backend.id, spawning: false, changes: &changes) }
+                    return .existing(backend, grant: grant)
                 }
             }
         }
@@ -241,56 +341,67 @@ public final class SQLiteStore: ClusterStore {
         }
         let backend = BackendRecord(
             id: plan.newBackend, cluster: plan.cluster, drone: drone, key: key, status: .scheduled, reason: nil,
-            exitCode: nil, fencingToken: fencingToken, memory: plan.memory, spawnConfig: spawnConfig, createdAt: now)
-        try db.execute(
+            exitCode: nil, fencingToken: fencingToken, memory: plan.memory, spawnConfig: spawnConfig, createdAt: now,
+            subdomain: plan.subdomain)
+        try db.cachedStatement(
             sql: """
                 INSERT INTO backend (id, cluster, drone, key_namespace, key_name, key_tag, status, fencing_token,
-                    memory, spawn_config, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                    memory, spawn_config, created_at, subdomain)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(
             arguments: [
                 backend.id.rawValue, plan.cluster.rawValue, drone.rawValue, key.namespace.rawValue, key.name.rawValue,
                 key.tag, BackendStatus.scheduled.rawValue, fencingToken, Int64(bitPattern: plan.memory), spawnConfig,
-                now,
+                now, plan.subdomain,
             ])
-        try db.execute(
+        let leaseExpiresAt = now + Int64(plan.leaseSeconds) * 1000
+        try db.cachedStatement(
             sql: """
                 INSERT INTO key_lease (namespace, name, backend, tag, fencing_token, expires_at)
                 VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT(namespace, name) DO UPDATE SET backend = excluded.backend, tag = excluded.tag,
                     fencing_token = excluded.fencing_token, expires_at = excluded.expires_at
-                """,
-            arguments: [
-                key.namespace.rawValue, key.name.rawValue, backend.id.rawValue, key.tag, fencingToken,
-                now + Int64(plan.leaseSeconds) * 1000,
-            ])
+                """
+        ).execute(
+            arguments: [key.namespace.rawValue, key.name.rawValue, backend.id.rawValue, key.tag, fencingToken, leaseExpiresAt])
         try db.cachedStatement(
             sql: "UPDATE drone SET live_backends = live_backends + 1, committed_memory = committed_memory + ? WHERE name = ?"
         ).execute(arguments: [Int64(bitPattern: plan.memory), drone.rawValue])
         _ = try Self.insertEvent(db, backend.id, .scheduled, reason: nil, exitCode: nil, at: now)
         let action = try Self.insertAction(db, .spawn, backend: backend.id, drone: drone, at: now)
-        return .spawned(backend, action: action, token: try issue(db, plan.token, for: backend.id, spawning: true, now: now))
+        changes.append(.held(backend, leaseExpiresAt: leaseExpiresAt))
+        let grant = try plan.grant.map { try grantFor(db, $0, backend: backend.id, spawning: true, changes: &changes) }
+        return .spawned(backend, action: action, grant: grant)
     }
 
-    /// The token a connect gets: the backend's static token when it has one (a spawn with
-    /// use_static_token makes it), else the draft, stored.
-    static func issue(_ db: Database, _ draft: TokenDraft?, for backend: BackendID, spawning: Bool, now: Int64) throws
-        -> TokenRecord?
-    {
-        guard let draft else { return nil }
-        if !spawning,
-            let row = try Row.fetchOne(
-                db.cachedStatement(sql: "SELECT * FROM token WHERE backend = ? AND is_static = 1 LIMIT 1"),
+    /// The grant a connect gets: the backend's static grant when it has one (a spawn with
+    /// a static token makes it), else the one of the connect's user and auth, made if new.
+    static func grantFor(
+        _ db: Database, _ request: GrantRequest, backend: BackendID, spawning: Bool, changes: inout [LiveKeys.Change]
+    ) throws -> AccessGrant {
+        if !spawning {
+            if let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT * FROM access_grant WHERE backend = ? AND static_token IS NOT NULL"),
                 arguments: [backend.rawValue])
-        {
-            return try token(row)
+            {
+                return try grant(row)
+            }
+            if let row = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: "SELECT * FROM access_grant WHERE backend = ? AND user IS ? AND auth = ? AND static_token IS NULL"),
+                arguments: [backend.rawValue, request.user, request.auth])
+            {
+                return try grant(row)
+            }
         }
-        let isStatic = draft.isStatic && spawning
-        let token = TokenRecord(
-            value: draft.value, backend: backend, user: draft.user, auth: draft.auth, secret: draft.secret,
-            expiresAt: isStatic ? Int64.max : now + draft.lifetimeMilliseconds, isStatic: isStatic)
-        try insert(db, token)
-        return token
+        let staticToken = spawning ? request.staticToken : nil
+        try db.cachedStatement(sql: "INSERT INTO access_grant (backend, user, auth, static_token) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [backend.rawValue, request.user, request.auth, staticToken])
+        let grant = AccessGrant(
+            id: db.lastInsertedRowID, backend: backend, user: request.user, auth: request.auth, staticToken: staticToken)
+        changes.append(.granted(grant))
+        return grant
     }
 
     // MARK: backends and events
@@ -300,39 +411,43 @@ public final class SQLiteStore: ClusterStore {
     }
 
     static func backend(_ db: Database, _ id: BackendID) throws -> BackendRecord? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM backend WHERE id = ?"), arguments: [id.rawValue])
-        else {
-            return nil
-        }
-        return BackendRecord(
-            id: id, cluster: try ClusterName(row["cluster"]), drone: try DroneName(row["drone"]),
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM backend WHERE id = ?"), arguments: [id.rawValue])
+            .map(backend)
+    }
+
+    static func backend(_ row: Row) throws -> BackendRecord {
+        BackendRecord(
+            id: try BackendID(row["id"]), cluster: try ClusterName(row["cluster"]), drone: try DroneName(row["drone"]),
             key: KeyRef(
                 namespace: try NamespaceName(row["key_namespace"]), name: try KeyName(row["key_name"]),
                 tag: row["key_tag"]),
             status: BackendStatus(rawValue: row["status"]) ?? .terminated,
             reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exit_code"],
             fencingToken: row["fencing_token"], memory: UInt64(bitPattern: row["memory"]),
-            spawnConfig: row["spawn_config"], createdAt: row["created_at"])
+            spawnConfig: row["spawn_config"], createdAt: row["created_at"], subdomain: row["subdomain"])
     }
 
     public func recordStatuses(_ changes: [StatusChange], from drone: DroneName) async throws -> [StatusEvent] {
-        try await database.write { db in
+        try await write { db, live in
             let now = try Self.clock(db)
             return try changes.compactMap { change in
                 guard let current = try Self.backend(db, change.backend), current.drone == drone,
                     change.status > current.status
                 else { return nil }
                 return try Self.advance(
-                    db, change.backend, to: change.status, reason: change.reason, exitCode: change.exitCode, at: now)
+                    db, change.backend, to: change.status, reason: change.reason, exitCode: change.exitCode, at: now,
+                    changes: &live)
             }
         }
     }
 
-    /// Moves a backend forward, records the event, and frees its key once terminated.
+    /// Moves a backend forward, records the event, and once terminated frees its key and
+    /// deletes its grants.
     static func advance(
         _ db: Database, _ backend: BackendID, to status: BackendStatus, reason: TerminationReason?, exitCode: Int32?,
-        at now: Int64
+        at now: Int64, changes: inout [LiveKeys.Change]
     ) throws -> StatusEvent {
+        changes.append(.advanced(backend, status, reason: reason))
         try db.execute(
             sql: "UPDATE backend SET status = ?, reason = COALESCE(?, reason), exit_code = COALESCE(?, exit_code) WHERE id = ?",
             arguments: [status.rawValue, reason?.rawValue, exitCode, backend.rawValue])
@@ -351,13 +466,17 @@ public final class SQLiteStore: ClusterStore {
                     WHERE name = (SELECT drone FROM backend WHERE id = ?)
                     """
             ).execute(arguments: [backend.rawValue, backend.rawValue])
+            // No token of it resolves any more.
+            try db.cachedStatement(sql: "DELETE FROM access_grant WHERE backend = ?").execute(arguments: [backend.rawValue])
         }
         return try insertEvent(db, backend, status, reason: reason, exitCode: exitCode, at: now)
     }
 
     /// Ends a backend in the store alone (its drone is gone or out of reach).
-    static func end(_ db: Database, _ backend: BackendID, reason: TerminationReason, at now: Int64) throws {
-        _ = try advance(db, backend, to: .terminated, reason: reason, exitCode: nil, at: now)
+    static func end(
+        _ db: Database, _ backend: BackendID, reason: TerminationReason, at now: Int64, changes: inout [LiveKeys.Change]
+    ) throws {
+        _ = try advance(db, backend, to: .terminated, reason: reason, exitCode: nil, at: now, changes: &changes)
     }
 
     static func insertEvent(
@@ -371,11 +490,11 @@ public final class SQLiteStore: ClusterStore {
     }
 
     public func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction)? {
-        try await database.write { db in
+        try await write { db, changes in
             let status: BackendStatus = hard ? .hardTerminating : .terminating
             guard var record = try Self.backend(db, backend), record.status < status else { return nil }
             let now = try Self.clock(db)
-            _ = try Self.advance(db, backend, to: status, reason: .external, exitCode: nil, at: now)
+            _ = try Self.advance(db, backend, to: status, reason: .external, exitCode: nil, at: now, changes: &changes)
             let kind: DroneAction.Kind = hard ? .hardTerminate : .terminate
             let id = try Self.insertAction(db, kind, backend: backend, drone: record.drone, at: now)
             record.status = status
@@ -439,13 +558,13 @@ public final class SQLiteStore: ClusterStore {
     }
 
     public func markLost(drone: DroneName, except running: Set<BackendID>) async throws -> [BackendID] {
-        try await database.write { db in
+        try await write { db, changes in
             let now = try Self.clock(db)
             let live = try String.fetchAll(
                 db, sql: "SELECT id FROM backend WHERE drone = ? AND status > ? AND status < ?",
                 arguments: [drone.rawValue, BackendStatus.scheduled.rawValue, BackendStatus.terminated.rawValue])
             let gone = live.compactMap { try? BackendID($0) }.filter { !running.contains($0) }
-            for backend in gone { try Self.end(db, backend, reason: .lost, at: now) }
+            for backend in gone { try Self.end(db, backend, reason: .lost, at: now, changes: &changes) }
             return gone
         }
     }
@@ -454,10 +573,10 @@ public final class SQLiteStore: ClusterStore {
     private func endAll(
         reason: TerminationReason, selectedBy sql: String, arguments: @escaping @Sendable (Int64) -> StatementArguments
     ) async throws -> [BackendID] {
-        try await database.write { db in
+        try await write { db, changes in
             let now = try Self.clock(db)
             let backends = try String.fetchAll(db, sql: sql, arguments: arguments(now)).compactMap { try? BackendID($0) }
-            for backend in backends { try Self.end(db, backend, reason: reason, at: now) }
+            for backend in backends { try Self.end(db, backend, reason: reason, at: now, changes: &changes) }
             return backends
         }
     }
@@ -492,59 +611,87 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
-    // MARK: tokens
+    // MARK: grants and tokens
 
-    public func insertToken(_ token: TokenRecord) async throws {
-        try await database.write { db in try Self.insert(db, token) }
-    }
-
-    static func insert(_ db: Database, _ token: TokenRecord) throws {
-        try db.cachedStatement(
-            sql: "INSERT INTO token (value, backend, user, auth, secret, expires_at, is_static) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ).execute(
-            arguments: [
-                token.value, token.backend.rawValue, token.user, token.auth, token.secret, token.expiresAt, token.isStatic,
-            ])
-    }
-
-    static func token(_ row: Row) throws -> TokenRecord {
-        TokenRecord(
-            value: row["value"], backend: try BackendID(row["backend"]), user: row["user"], auth: row["auth"],
-            secret: row["secret"], expiresAt: row["expires_at"], isStatic: row["is_static"])
-    }
-
-    public func token(_ value: String) async throws -> TokenRecord? {
-        try await database.read { db in
-            try Row.fetchOne(
-                db, sql: "SELECT * FROM token WHERE value = ? AND expires_at > ?", arguments: [value, try Self.clock(db)]
-            ).map(Self.token)
-        }
-    }
-
-    public func deleteExpiredTokens(limit: Int) async throws -> Int {
+    public func tokenKey() async throws -> [UInt8] {
         try await database.write { db in
+            var generator = SystemRandomNumberGenerator()
+            let fresh = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
             try db.execute(
-                sql: "DELETE FROM token WHERE value IN (SELECT value FROM token WHERE expires_at <= ? LIMIT ?)",
-                arguments: [try Self.clock(db), limit])
-            return db.changesCount
+                sql: "INSERT INTO setting (name, value) VALUES ('token-key', ?) ON CONFLICT(name) DO NOTHING",
+                arguments: [Data(fresh)])
+            guard let key = try Data.fetchOne(db, sql: "SELECT value FROM setting WHERE name = 'token-key'"), key.count == 32
+            else { throw StoreError("the token key in the store is not 32 bytes") }
+            return Array(key)
         }
     }
 
-    public func revokeTokens(of backend: BackendID, user: String?, value: String?) async throws -> [String] {
-        try await database.write { db in
-            var sql = "FROM token WHERE backend = ?"
+    static func grant(_ row: Row) throws -> AccessGrant {
+        AccessGrant(
+            id: row["id"], backend: try BackendID(row["backend"]), user: row["user"], auth: row["auth"],
+            staticToken: row["static_token"])
+    }
+
+    public func grant(_ id: Int64) async throws -> AccessGrant? {
+        try await database.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM access_grant WHERE id = ?"), arguments: [id])
+                .map(Self.grant)
+        }
+    }
+
+    public func grant(staticToken: String) async throws -> AccessGrant? {
+        try await database.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM access_grant WHERE static_token = ?"), arguments: [staticToken])
+                .map(Self.grant)
+        }
+    }
+
+    public func revokeGrants(of backend: BackendID, user: String?, id: Int64?) async throws -> [Int64] {
+        try await write { db, changes in
+            var sql = "FROM access_grant WHERE backend = ?"
             var arguments: StatementArguments = [backend.rawValue]
             if let user {
                 sql += " AND user = ?"
                 _ = arguments.append(contentsOf: [user])
             }
-            if let value {
-                sql += " AND value = ?"
-                _ = arguments.append(contentsOf: [value])
+            if let id {
+                sql += " AND id = ?"
+                _ = arguments.append(contentsOf: [id])
             }
-            let values = try String.fetchAll(db, sql: "SELECT value " + sql, arguments: arguments)
+            let ids = try Int64.fetchAll(db, sql: "SELECT id " + sql, arguments: arguments)
             try db.execute(sql: "DELETE " + sql, arguments: arguments)
-            return values
+            if !ids.isEmpty { changes.append(.grantsRevoked(backend, ids: ids)) }
+            return ids
         }
     }
+
+    public func revokeToken(_ value: String, expiresAt: Int64) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(
+                sql: "INSERT INTO revoked_token (value, expires_at) VALUES (?, ?) ON CONFLICT(value) DO NOTHING",
+                arguments: [value, expiresAt])
+            return db.changesCount > 0
+        }
+    }
+
+    public func isRevoked(_ token: String) async throws -> Bool {
+        try await database.read { db in
+            try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM revoked_token WHERE value = ?"), arguments: [token]) ?? false
+        }
+    }
+
+    public func deleteExpiredRevocations(limit: Int) async throws -> Int {
+        try await database.write { db in
+            try db.execute(
+                sql: "DELETE FROM revoked_token WHERE value IN (SELECT value FROM revoked_token WHERE expires_at <= ? LIMIT ?)",
+                arguments: [try Self.clock(db), limit])
+            return db.changesCount
+        }
+    }
+}
+
+/// A store failure that is not SQLite's own.
+public struct StoreError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -11,6 +11,8 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWSClient
 import Logging
+import NIOCore
+import NIOPosix
 
 /// `hangar bench connect`: connects per second and their latency through the controller's
 /// HTTP API with its SQLite store (a file in WAL mode), for keys that have a backend and for
@@ -39,6 +41,9 @@ struct ConnectBench: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // As `hangar controller` runs: request handlers on the event loops (wrk runs on
+        // a thread of its own).
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         guard let wrk = findExecutable("wrk") else {
             throw BenchError("wrk is not installed (scripts/install-deps.sh installs it)")
         }
@@ -80,15 +85,17 @@ struct ConnectBench: AsyncParsableCommand {
             }
         }
 
+        // The requests are made once, before the clock starts: wrk shares the two cores
+        // with the controller, and formatting each request in Lua would take from them.
         let existing = """
-            local keys = \(keys)
             wrk.method = "POST"
             wrk.headers["Content-Type"] = "application/json"
             wrk.headers["Authorization"] = "Bearer \(token)"
-            request = function()
-              local key = "key-" .. math.random(0, keys - 1)
-              return wrk.format(nil, "/ctrl/connect", nil, '\(body("' .. key .. '"))')
+            local requests = {}
+            for index = 0, \(keys) - 1 do
+              requests[index + 1] = wrk.format(nil, "/ctrl/connect", nil, '\(body("key-' .. index .. '"))')
             end
+            request = function() return requests[math.random(1, #requests)] end
             """
         let fresh = """
             local counter = 0
@@ -101,12 +108,21 @@ struct ConnectBench: AsyncParsableCommand {
               return wrk.format(nil, "/ctrl/connect", nil, '\(body("' .. prefix .. counter .. '"))')
             end
             """
+        // The floor: the same server, authentication and JSON answer with no body to
+        // decode and no store; what a connect could reach on this machine in this run.
+        let floor = """
+            wrk.headers["Authorization"] = "Bearer \(token)"
+            """
         var results: [Result] = []
-        for (name, script) in [("existing keys", existing), ("new keys (scheduled)", fresh)] {
+        let cases = [
+            ("API floor: GET status", floor, "/ctrl/status"), ("existing keys", existing, "/ctrl/connect"),
+            ("new keys (scheduled)", fresh, "/ctrl/connect"),
+        ]
+        for (name, script, route) in cases {
             let path = directory + "/load.lua"
             try writeFile(path, script)
             let arguments = [
-                wrk, "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", path, url + "/ctrl/connect",
+                wrk, "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", path, url + route,
             ]
             // wrk blocks for the whole run: not on one of the few threads the controller runs on.
             let output = try await BlockingPool.shared.run { () throws(BenchError) -> String in

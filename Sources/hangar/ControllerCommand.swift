@@ -7,6 +7,8 @@ import HangarSandbox
 import HangarStore
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 
@@ -55,6 +57,9 @@ struct ControllerCommand: AsyncParsableCommand {
     var policies: String?
 
     func run() async throws {
+        // Request handlers run on the event loops that do the I/O: no hop between NIO's
+        // threads and Swift's global pool per request (nothing here blocks a thread).
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         let (host, port) = try parseAddress(listen, option: "--listen")
         let token = getenv("HANGAR_CONTROLLER_TOKEN").map { String(cString: $0) }
         var configuration = ControllerConfiguration(

@@ -145,7 +145,7 @@ struct ControllerTests {
         try await cluster.stop()
     }
 
-    @Test("revoke deletes a backend's tokens and tells the proxies on the proxy socket")
+    @Test("revoke refuses a token, or a user's grant, and tells the proxies on the proxy socket")
     func revoke() async throws {
         let cluster = try await TestCluster()
         let client = cluster.client
@@ -172,16 +172,25 @@ struct ControllerTests {
             return
         }
         #expect(token == first.token && route?.backend_id == first.backend_id && route?.user == "ada")
-        #expect(route?.secret_token == first.secret_token)
+        #expect(route?.secret_token == first.secret_token && first.secret_token != second.secret_token)
+        #expect(route.map { $0.expires_at! > wallClockMilliseconds() } == true)
+        #expect(first.token != second.token, "a token per connect, of one grant")
         let revoked = try await client.revoke(RevokeRequest(backend_id: try BackendID(first.backend_id), token: first.token))
         #expect(revoked.revoked == 1)
         try await eventually("the proxy heard of the revocation and asked again") { heard.withLock { $0.count } == 3 }
         let messages = heard.withLock { $0 }
-        #expect(messages[1] == .revoked(tokens: [first.token]))
+        #expect(messages[1] == .revoked(Revocation(tokens: [first.token])))
         #expect(messages[2] == .route(token: first.token, route: nil), "a revoked token leads nowhere")
         _ = try await proxy.value
+        let again = try await client.revoke(RevokeRequest(backend_id: try BackendID(first.backend_id), token: first.token))
+        #expect(again.revoked == 0, "once")
+        let forged = String(first.token.dropLast()) + (first.token.last == "A" ? "B" : "A")
+        #expect(try await client.revoke(RevokeRequest(backend_id: try BackendID(first.backend_id), token: forged)).revoked == 0)
         let rest = try await client.revoke(RevokeRequest(backend_id: try BackendID(second.backend_id), user: "ada"))
-        #expect(rest.revoked == 1, "the user's other token")
+        #expect(rest.revoked == 1, "the user's grant, with every token of it")
+        // A connect after that makes a new grant: its token leads to the backend again.
+        let third = try await client.connect(try cluster.request("doc-revoke"))
+        #expect(third.backend_id == first.backend_id && !third.spawned)
         try await cluster.stop()
     }
 

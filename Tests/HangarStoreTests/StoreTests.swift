@@ -17,7 +17,7 @@ struct StoreTests {
         }
 
         func remove() {
-            for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+            for suffix in ["", "-wal", "-shm", "-lock"] { unlink(path + suffix) }
         }
     }
 
@@ -111,7 +111,8 @@ struct StoreTests {
         }
         #expect(try await store.connect(try plan("doc-1", tag: "v2")) == .keyHeld(tag: "v1"))
         #expect(try await store.connect(try plan("doc-1", tag: nil)) == .keyHeld(tag: "v1"))
-        #expect(try await store.connect(try plan("doc-1", tag: "v1", spawn: false)) == .existing(backend, token: nil))
+        #expect(try await store.connect(try plan("doc-1", tag: "v1", spawn: false)) == .existing(backend, grant: nil))
+        #expect(store.connectWithoutWriting(try plan("doc-1", tag: "v2")) == nil, "a mismatch is the transaction's to answer")
     }
 
     @Test("scheduling sees only fresh, undrained drones of the cluster, with their load")
@@ -175,74 +176,118 @@ struct StoreTests {
         #expect(third.fencingToken == 3)
     }
 
-    @Test("actions stay pending until acknowledged, also across a reopen; tokens resolve until revoked")
-    func actionsAndTokens() async throws {
-        let database = try Database()
-        defer { database.remove() }
-        try await database.store.registerDrone(drone("dr-a"))
-        guard case .spawned(let backend, let spawn, _) = try await database.store.connect(try plan("doc-1")) else {
-            Issue.record("no spawn")
-            return
+    @Test("actions stay pending and live keys answer from memory across a reopen; one store per file; revoked tokens expire")
+    func reopen() async throws {
+        let path = "/tmp/hangar-store-\(UInt64.random(in: 0...UInt64.max)).sqlite"
+        defer { for suffix in ["", "-wal", "-shm", "-lock"] { unlink(path + suffix) } }
+        var held = try plan("doc-2")
+        held.grant = GrantRequest(user: "ada", auth: "{}")
+        let (spawn, otherSpawn, terminate, kept, grant): (Int64, Int64, Int64, BackendRecord, AccessGrant?)
+        do {
+            let store = try SQLiteStore(path: path)
+            try await store.registerDrone(drone("dr-a"))
+            guard case .spawned(let backend, let action, _) = try await store.connect(try plan("doc-1")),
+                case .spawned(let other, let otherAction, let made) = try await store.connect(held)
+            else {
+                Issue.record("no spawn")
+                return
+            }
+            (spawn, otherSpawn, kept, grant) = (action, otherAction, other, made)
+            terminate = try #require(try await store.requestTermination(backend.id, hard: false)).1.id
+            // A second store on the same file would not see the first one's live keys.
+            #expect { try SQLiteStore(path: path) } throws: { "\($0)".contains("another process has the store open") }
         }
-        let terminate = try #require(try await database.store.requestTermination(backend.id, hard: false)).1.id
         // The controller restarts: a new store on the same file.
-        let reopened = try SQLiteStore(path: database.path)
-        #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.id) == [spawn, terminate])
-        try await reopened.acknowledgeActions([spawn], drone: DroneName("dr-a"))
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.id) == [spawn, otherSpawn, terminate])
+        try await reopened.acknowledgeActions([spawn, otherSpawn], drone: DroneName("dr-a"))
         try await reopened.acknowledgeActions([spawn], drone: DroneName("dr-a"))  // twice: no harm
         #expect(try await reopened.pendingActions(of: DroneName("dr-a")).map(\.kind) == [.terminate])
+        #expect(reopened.connectWithoutWriting(held) == .existing(kept, grant: grant), "the live key, read back")
+        #expect(reopened.connectWithoutWriting(try plan("doc-1")) == nil, "a terminating backend is not handed out")
 
         let now = try await reopened.now()
-        try await reopened.insertToken(
-            TokenRecord(value: "tok-live", backend: backend.id, user: "ada", auth: "{}", secret: "s", expiresAt: now + 60_000))
-        try await reopened.insertToken(
-            TokenRecord(value: "tok-old", backend: backend.id, user: nil, auth: "{}", secret: "s", expiresAt: now - 1))
-        #expect(try await reopened.token("tok-live")?.user == "ada")
-        #expect(try await reopened.token("tok-old") == nil, "expired")
-        #expect(try await reopened.deleteExpiredTokens(limit: 100) == 1, "the sweep deletes the expired one only")
-        #expect(try await reopened.revokeTokens(of: backend.id) == 1, "the live one; the sweep took the expired one")
-        #expect(try await reopened.token("tok-live") == nil)
+        #expect(try await reopened.revokeToken("tok-live", expiresAt: now + 60_000))
+        #expect(try await !reopened.revokeToken("tok-live", expiresAt: now + 60_000), "once")
+        #expect(try await reopened.revokeToken("tok-old", expiresAt: now - 1))
+        #expect(try await reopened.deleteExpiredRevocations(limit: 100) == 1, "the sweep deletes the expired one only")
+        #expect(try await reopened.isRevoked("tok-live"))
+        #expect(try await !reopened.isRevoked("tok-old"))
     }
 
-    @Test("a connect issues its token in the same transaction; a static token is the backend's one token")
-    func connectTokens() async throws {
+    @Test("a connect finds or makes its user's grant; a static token is the backend's one grant; memory answers as the transaction does")
+    func grants() async throws {
         let store = try SQLiteStore(path: ":memory:")
         try await store.registerDrone(drone("dr-a"))
-        func draft(_ value: String, isStatic: Bool) -> TokenDraft {
-            TokenDraft(value: value, user: "ada", auth: "{}", secret: "sec-" + value, lifetimeMilliseconds: 60_000, isStatic: isStatic)
+        func plan(_ key: String, user: String, auth: String = "{}", staticToken: String? = nil) throws -> ConnectPlan {
+            var plan = try self.plan(key)
+            plan.grant = GrantRequest(user: user, auth: auth, staticToken: staticToken)
+            return plan
         }
-        var first = try plan("doc-1")
-        first.token = draft("tok-1", isStatic: true)
-        guard case .spawned(let backend, _, let token) = try await store.connect(first) else {
+        guard case .spawned(let first, _, let staticGrant) = try await store.connect(try plan("doc-1", user: "ada", staticToken: "s.tok-1"))
+        else {
             Issue.record("no spawn")
             return
         }
-        #expect(token?.value == "tok-1" && token?.isStatic == true && token?.expiresAt == Int64.max)
-        var again = try plan("doc-1")
-        again.token = draft("tok-2", isStatic: false)
-        #expect(try await store.connect(again) == .existing(backend, token: token), "the static token, not a new one")
-        #expect(try await store.token("tok-2") == nil)
+        #expect(staticGrant?.staticToken == "s.tok-1" && staticGrant?.user == "ada")
+        let bob = try plan("doc-1", user: "bob")
+        #expect(store.connectWithoutWriting(bob) == .existing(first, grant: staticGrant), "every connect: the static grant")
+        #expect(try await store.connect(bob) == .existing(first, grant: staticGrant))
+        #expect(try await store.grant(staticToken: "s.tok-1") == staticGrant)
 
-        var other = try plan("doc-2")
-        other.token = draft("tok-3", isStatic: false)
-        guard case .spawned(let second, _, let plain) = try await store.connect(other) else {
-            Issue.record("no spawn")
+        let editor = try plan("doc-2", user: "ada", auth: #"{"role":"editor"}"#)
+        guard case .spawned(let second, _, let plain) = try await store.connect(editor), let plain else {
+            Issue.record("no second spawn")
             return
         }
-        #expect(plain?.isStatic == false && plain.map { $0.expiresAt > 0 && $0.expiresAt < Int64.max } == true)
-        var reuse = try plan("doc-2")
-        reuse.token = draft("tok-4", isStatic: true)
-        guard case .existing(_, let fresh) = try await store.connect(reuse) else {
-            Issue.record("no reuse")
+        #expect(plain.staticToken == nil && plain.auth == #"{"role":"editor"}"#)
+        #expect(store.connectWithoutWriting(editor) == .existing(second, grant: plain), "the same user and auth: no write")
+        let cy = try plan("doc-2", user: "cy")
+        #expect(store.connectWithoutWriting(cy) == nil, "a new user needs a write")
+        guard case .existing(_, let cys) = try await store.connect(cy), let cys else {
+            Issue.record("no grant for cy")
             return
         }
-        #expect(fresh?.value == "tok-4" && fresh?.isStatic == false, "only a spawn makes a static token")
-        #expect(try await store.revokeTokens(of: second.id, user: "ada", value: "tok-4") == ["tok-4"])
-        #expect(try await store.token("tok-3") != nil)
+        #expect(cys.id != plain.id && store.connectWithoutWriting(cy) == .existing(second, grant: cys))
+        #expect(try await store.connect(try plan("doc-2", user: "ada", auth: #"{"role":"editor"}"#, staticToken: "s.no")) == .existing(second, grant: plain), "only a spawn makes a static token")
 
-        var chosen = try plan("doc-3")
-        chosen.newBackend = backend.id
+        #expect(try await store.revokeGrants(of: second.id, user: "ada", id: nil) == [plain.id])
+        #expect(try await store.grant(plain.id) == nil)
+        #expect(store.connectWithoutWriting(editor) == nil, "revoked: the next connect makes a new grant")
+        guard case .existing(_, let renewed) = try await store.connect(editor), let renewed else {
+            Issue.record("no new grant")
+            return
+        }
+        #expect(renewed.id > cys.id, "grant ids are never reused: an old token never names a new grant")
+
+        _ = try #require(try await store.requestTermination(second.id, hard: true))
+        #expect(store.connectWithoutWriting(editor) == nil, "never a dying backend from memory")
+        _ = try await record(store, second.id, .terminated, reason: .external, exitCode: nil)
+        #expect(try await store.grant(renewed.id) == nil, "an ended backend's grants go with it")
+        #expect(try await store.grant(cys.id) == nil)
+
+        var chosen = try self.plan("doc-3")
+        chosen.newBackend = first.id
         chosen.clientChoseID = true
-        #expect(try await store.connect(chosen) == .backendIDTaken(backend.id))
+        #expect(try await store.connect(chosen) == .backendIDTaken(first.id))
+    }
+
+    @Test("memory answers only while the lease holds: a heartbeat renews it, as in the database")
+    func leasesInMemory() async throws {
+        let store = try SQLiteStore(path: ":memory:")
+        try await store.registerDrone(drone("dr-a"))
+        var lapsing = try plan("doc-1")
+        lapsing.leaseSeconds = 0
+        guard case .spawned(let backend, _, _) = try await store.connect(lapsing) else {
+            Issue.record("no spawn")
+            return
+        }
+        #expect(store.connectWithoutWriting(try plan("doc-1")) == nil, "the lease has run out")
+        #expect(try await store.connect(try plan("doc-1")) == .terminating(backend.id))
+        #expect(try await store.heartbeat(DroneName("dr-a"), renewingLeasesFor: 30))
+        #expect(store.connectWithoutWriting(try plan("doc-1")) == .existing(backend, grant: nil), "renewed")
+        #expect(try await store.connect(try plan("doc-1")) == .existing(backend, grant: nil))
+        #expect(try await store.heartbeat(DroneName("dr-a"), renewingLeasesFor: 0))
+        #expect(store.connectWithoutWriting(try plan("doc-1")) == nil, "the last renewal decides, shorter or not")
     }
 }
