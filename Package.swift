@@ -104,6 +104,8 @@ let package = Package(
             ],
             swiftSettings: strictness
         ),
+        // The proxy: strict request heads, routes from the controller, splice forwarding.
+        .target(name: "HangarProxy", dependencies: ["HangarCore"], swiftSettings: strictness),
         // An async client for the controller's API (the CLI, tests, users).
         .target(
             name: "HangarClient",
@@ -148,6 +150,7 @@ let package = Package(
         ),
         .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
         .testTarget(name: "HangarStoreTests", dependencies: ["HangarStore", "HangarCore"], swiftSettings: strictness),
+        .testTarget(name: "HangarProxyTests", dependencies: ["HangarProxy"], swiftSettings: strictness),
         .testTarget(
             name: "HangarPolicyTests",
             dependencies: ["HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],

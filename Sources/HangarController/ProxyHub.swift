@@ -4,26 +4,55 @@ import HummingbirdWebSocket
 import Logging
 import Synchronization
 
-/// The proxies connected to this controller: they ask for routes and hear of revoked tokens.
+/// The proxies connected to this controller: they ask for routes and hear of revocations.
+/// A route and a revocation reach a proxy in the order they happened: a route resolved
+/// while a revocation went out is resolved again, so no proxy caches a revoked route.
 final class ProxyHub: Sendable {
-    private let sessions = Mutex<[Int: AsyncStream<ProxyMessage>.Continuation]>([:])
-    private let nextID = Atomic<Int>(0)
+    private struct State {
+        var sessions: [Int: AsyncStream<ProxyMessage>.Continuation] = [:]
+        var nextID = 0
+        /// Revocations sent so far.
+        var revocations = 0
+    }
+
+    private let state = Mutex(State())
 
     func attach(_ outbox: AsyncStream<ProxyMessage>.Continuation) -> Int {
-        let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
-        sessions.withLock { $0[id] = outbox }
-        return id
+        state.withLock { state in
+            state.nextID += 1
+            state.sessions[state.nextID] = outbox
+            return state.nextID
+        }
     }
 
     func detach(_ id: Int) {
-        _ = sessions.withLock { $0.removeValue(forKey: id) }
+        _ = state.withLock { $0.sessions.removeValue(forKey: id) }
     }
 
+    /// Tells every proxy of a revocation.
     func broadcast(_ message: ProxyMessage) {
-        for outbox in sessions.withLock({ Array($0.values) }) { outbox.yield(message) }
+        state.withLock { state in
+            state.revocations += 1
+            for outbox in state.sessions.values { outbox.yield(message) }
+        }
     }
 
-    var count: Int { sessions.withLock { $0.count } }
+    /// Revocations sent so far (read before resolving a route).
+    var revocations: Int { state.withLock { $0.revocations } }
+
+    /// Queues a route for its proxy unless a revocation went out since `revocations` was
+    /// read; false: resolve it again.
+    func answer(_ message: ProxyMessage, to outbox: AsyncStream<ProxyMessage>.Continuation, ifNoRevocationSince seen: Int)
+        -> Bool
+    {
+        state.withLock { state in
+            guard state.revocations == seen else { return false }
+            outbox.yield(message)
+            return true
+        }
+    }
+
+    var count: Int { state.withLock { $0.sessions.count } }
 }
 
 extension Controller {
@@ -41,7 +70,20 @@ extension Controller {
             do {
                 for try await frame in inbound.messages(maxSize: 64 * 1024) {
                     guard case .routeRequest(let token) = try? Self.decode(frame) as ProxyMessage else { continue }
-                    continuation.yield(.route(token: token, route: try await route(token)))
+                    while true {
+                        let seen = proxies.revocations
+                        let found: ProxyRoute?
+                        do {
+                            found = try await route(token)
+                        } catch {
+                            // One failed lookup is one unresolved token, not the session's end.
+                            logger.error("a route lookup failed", metadata: ["error": "\(error)"])
+                            found = nil
+                        }
+                        if proxies.answer(.route(token: token, route: found), to: continuation, ifNoRevocationSince: seen) {
+                            break
+                        }
+                    }
                 }
             } catch {
                 logger.info("proxy session ended", metadata: ["error": "\(error)"])

@@ -142,9 +142,18 @@ public final class ControllerLink: Sendable {
         let heartbeat = Duration.milliseconds(max(50, welcome.heartbeat_ms))
 
         let (outbox, post) = AsyncStream<DroneMessage>.makeStream()
+        // Actions are taken in order by a task of their own: a burst of spawns (each a
+        // sandbox and a store write) never holds up the lease renewals read behind them.
+        let (orders, queue) = AsyncStream<ActionOrder>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await message in outbox { try await outbound.write(.text(Self.text(message))) }
+            }
+            group.addTask {
+                for await order in orders {
+                    self.take(order)
+                    post.yield(.actionAck(ActionAck(id: order.id)))
+                }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -171,8 +180,7 @@ public final class ControllerLink: Sendable {
                         logger.warning("a lease renewal took long", metadata: ["renewal.duration": "\(roundTrip)"])
                     }
                 case .action(let order):
-                    take(order)
-                    post.yield(.actionAck(ActionAck(id: order.id)))
+                    queue.yield(order)
                 case .eventAck(let ack):
                     do {
                         try drone.store?.acknowledge(upTo: ack.through)
@@ -185,6 +193,7 @@ public final class ControllerLink: Sendable {
                     break
                 }
             }
+            queue.finish()
             post.finish()
             group.cancelAll()
         }

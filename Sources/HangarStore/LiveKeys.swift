@@ -102,7 +102,9 @@ final class LiveKeys: Sendable {
             if let renewal = state.renewals[entry.backend.drone], renewal.change > entry.leaseChange {
                 expiresAt = renewal.until
             }
-            guard now < expiresAt else { return nil }
+            // A lease within a second of its end is the transaction's to judge (SQLite reads
+            // the clock on its own).
+            guard now + 1000 < expiresAt else { return nil }
             guard let request = plan.grant else { return .existing(entry.backend, grant: nil) }
             if let grant = entry.staticGrant { return .existing(entry.backend, grant: grant) }
             guard let grant = entry.grants[GrantKey(user: request.user, auth: request.auth)] else { return nil }

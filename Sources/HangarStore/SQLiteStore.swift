@@ -14,8 +14,8 @@ import HangarCore
 public final class SQLiteStore: ClusterStore {
     let database: any DatabaseWriter
     let live = LiveKeys()
-    /// The lock file's descriptor, held (flock) as long as this store lives; -1 in memory.
-    private let lock: Int32
+    /// The lock on the database file, held as long as this store lives; nil in memory.
+    private let lock: LockFile?
 
     /// Opens (creating and migrating) the database at `path`; ":memory:" for one that
     /// lives as long as this object. Another process (or store) that has it open is an
@@ -25,33 +25,12 @@ public final class SQLiteStore: ClusterStore {
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-        lock = path == ":memory:" ? -1 : try Self.takeLock(path + "-lock")
-        do {
-            database =
-                path == ":memory:"
-                ? try DatabaseQueue(configuration: configuration) : try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(database)
-            live.apply(try database.read(Self.liveKeys))
-        } catch {
-            if lock >= 0 { close(lock) }
-            throw error
-        }
-    }
-
-    deinit {
-        if lock >= 0 { close(lock) }
-    }
-
-    /// An exclusive lock on `path`, or an error naming it when another holds it.
-    static func takeLock(_ path: String) throws -> Int32 {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError("\(path): cannot open the lock file: \(String(cString: strerror(errno)))") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let reason = errno == EWOULDBLOCK ? "another process has the store open" : String(cString: strerror(errno))
-            close(fd)
-            throw StoreError("\(path): \(reason)")
-        }
-        return fd
+        lock = path == ":memory:" ? nil : try LockFile(path + "-lock")
+        database =
+            path == ":memory:"
+            ? try DatabaseQueue(configuration: configuration) : try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(database)
+        live.apply(try database.read(Self.liveKeys))
     }
 
     /// The live keys as the database has them, with their grants: what `LiveKeys` starts from.
@@ -688,6 +667,25 @@ public final class SQLiteStore: ClusterStore {
             return db.changesCount
         }
     }
+}
+
+/// An exclusive flock on a file, held as long as this object lives (and by no one else:
+/// a second one, in this process or another, is an error that says so).
+final class LockFile: Sendable {
+    private let fd: Int32
+
+    init(_ path: String) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError("\(path): cannot open the lock file: \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = errno == EWOULDBLOCK ? "another process has the store open" : String(cString: strerror(errno))
+            close(fd)
+            throw StoreError("\(path): \(reason)")
+        }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
 }
 
 /// A store failure that is not SQLite's own.
