@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make dev` until the controller exists: a short tour of `hangar run`, `hangar policy` and
-# `hangar doctor`, then the most complete thing there is: `hangar drone`, in the foreground.
+# `make dev` until `hangar dev` exists: a short tour of `hangar run`, `hangar policy` and
+# `hangar doctor`, then the most complete thing there is: a controller with a drone under it.
 set -euo pipefail
 hangar=${1:?usage: demo.sh HANGAR_BINARY}
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }

@@ -30,22 +30,23 @@ extension Controller {
             key: KeyRef(namespace: key.namespace, name: key.name, tag: key.tag), cluster: cluster,
             pool: spawn?.pool ?? .default, spawnConfig: nil, memory: 0, newBackend: spawn?.id ?? .random(),
             leaseSeconds: configuration.leaseSeconds, heartbeatFreshness: configuration.heartbeatFreshness.milliseconds,
-            grant: GrantRequest(
-                user: request.user, auth: try encodedAuth(request.auth),
-                staticToken: spawn?.use_static_token == true ? "s." + randomToken() : nil),
+            grant: GrantRequest(user: request.user, auth: try encodedAuth(request.auth)),
             choose: { _ in nil })
         let signer = try await tokenSigner()
         if case .existing(let backend, let grant) = store.connectWithoutWriting(plan) {
             return try response(backend, grant: grant, spawned: false, host: host, signer: signer)
         }
+        // What a spawn needs, made only when the connect may spawn.
+        var stored: StoredSpawnConfig?
         if let spawn {
             plan.memory = try memory(for: spawn)
-            plan.spawnConfig = try encoded(
-                StoredSpawnConfig(
-                    executable: spawn.executable, max_idle_seconds: spawn.max_idle_seconds,
-                    lifetime_limit_seconds: spawn.lifetime_limit_seconds))
+            stored = StoredSpawnConfig(
+                executable: spawn.executable, max_idle_seconds: spawn.max_idle_seconds,
+                lifetime_limit_seconds: spawn.lifetime_limit_seconds)
+            plan.spawnConfig = try encoded(stored)
             plan.subdomain = spawn.subdomain
             plan.clientChoseID = spawn.id != nil
+            if spawn.use_static_token { plan.grant?.staticToken = "s." + randomToken() }
         }
         plan.choose = { [memory = plan.memory] in Scheduler.bestOfTwo($0, memory: memory) }
 
@@ -58,7 +59,7 @@ extension Controller {
                 return try response(backend, grant: grant, spawned: false, host: host, signer: signer)
             case .spawned(let backend, let action, let grant):
                 counters.spawns.add(1, ordering: .relaxed)
-                if let order = try? order(for: backend, action: action, kind: .spawn) {
+                if let order = try? order(for: backend, action: action, kind: .spawn, stored: stored) {
                     drones.send(order, to: backend.drone)
                 }
                 return try response(backend, grant: grant, spawned: true, host: host, signer: signer)
@@ -139,21 +140,18 @@ extension Controller {
 
     /// A connect's auth object as JSON with sorted keys: the same object is the same grant.
     func encodedAuth(_ auth: [String: JSONValue]) throws(ControllerError) -> String {
-        if auth.isEmpty { return "{}" }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        do {
-            return String(decoding: try encoder.encode(auth), as: UTF8.self)
-        } catch {
-            throw ControllerError(.internalError, "encoding: \(error)")
-        }
+        auth.isEmpty ? "{}" : try encoded(auth)
     }
 
-    /// The order a drone gets for an action.
-    func order(for backend: BackendRecord, action: Int64, kind: DroneAction.Kind) throws -> ActionOrder {
+    /// The order a drone gets for an action; a spawn's config is read from the backend's
+    /// record unless the caller has it at hand.
+    func order(for backend: BackendRecord, action: Int64, kind: DroneAction.Kind, stored: StoredSpawnConfig? = nil)
+        throws -> ActionOrder
+    {
         var spawn: SpawnOrder?
         if kind == .spawn {
-            let stored = try JSONDecoder().decode(StoredSpawnConfig.self, from: Data(backend.spawnConfig.utf8))
+            let stored =
+                try stored ?? JSONDecoder().decode(StoredSpawnConfig.self, from: Data(backend.spawnConfig.utf8))
             spawn = SpawnOrder(
                 key: backend.key.name, namespace: backend.key.namespace, executable: stored.executable,
                 maxIdleSeconds: stored.max_idle_seconds, lifetimeLimitSeconds: stored.lifetime_limit_seconds,
@@ -164,7 +162,7 @@ extension Controller {
 
     func encoded(_ value: some Encodable) throws(ControllerError) -> String {
         do {
-            return String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+            return String(decoding: try JSONEncoder.api.encode(value), as: UTF8.self)
         } catch {
             throw ControllerError(.internalError, "encoding: \(error)")
         }

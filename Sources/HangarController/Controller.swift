@@ -50,12 +50,27 @@ public struct ControllerConfiguration: Sendable {
 
     /// Refuses settings that contradict each other.
     public func validate() throws(ControllerError) {
-        guard leaseSeconds >= 3 else { throw .badRequest("lease: at least 3 seconds, got \(leaseSeconds)") }
-        guard lostAfter >= .seconds(leaseSeconds) else {
-            throw .badRequest("lost-after (\(lostAfter)) must be at least the lease (\(leaseSeconds) s)")
+        guard (3...86_400).contains(leaseSeconds) else {
+            throw .badRequest("lease: at least 3 seconds and at most 86400, got \(leaseSeconds)")
         }
-        guard heartbeatInterval * 3 <= .seconds(leaseSeconds) else {
-            throw .badRequest("heartbeat (\(heartbeatInterval)) must be at most a third of the lease (\(leaseSeconds) s)")
+        guard lostAfter >= .seconds(leaseSeconds), lostAfter <= .seconds(7 * 86_400) else {
+            throw .badRequest("lost-after (\(lostAfter)) must be at least the lease (\(leaseSeconds) s) and at most 7 days")
+        }
+        guard heartbeatInterval >= .milliseconds(50), heartbeatInterval * 3 <= .seconds(leaseSeconds) else {
+            throw .badRequest(
+                "heartbeat (\(heartbeatInterval)) must be at least 50 ms and at most a third of the lease (\(leaseSeconds) s)")
+        }
+        guard heartbeatFreshness >= heartbeatInterval, heartbeatFreshness <= .seconds(leaseSeconds) else {
+            throw .badRequest(
+                "heartbeat-freshness (\(heartbeatFreshness)) must be at least the heartbeat (\(heartbeatInterval)) and at most the lease")
+        }
+        guard tokenLifetime >= .seconds(1), tokenLifetime <= .seconds(365 * 86_400) else {
+            throw .badRequest("token-lifetime (\(tokenLifetime)) must be 1 second to 365 days")
+        }
+        for (option, url) in [("public-url", publicURL), ("forward-auth", forwardAuth)] {
+            if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.utf8.count > 2048 {
+                throw .badRequest("\(option): an http:// or https:// URL, got \"\(url.prefix(64))\"")
+            }
         }
         guard token == nil || token!.utf8.count >= 16 else { throw .badRequest("token: at least 16 bytes") }
     }
@@ -113,7 +128,7 @@ public final class Controller: Sendable {
     let store: any ClusterStore
     let logger: Logger
     let feed = StatusFeed()
-    let drones: DroneHub
+    let drones = DroneHub()
     let proxies = ProxyHub()
     let batcher: ConnectBatcher
     let counters = ControllerCounters()
@@ -123,18 +138,17 @@ public final class Controller: Sendable {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        drones = DroneHub(store: store, logger: logger)
         batcher = ConnectBatcher(store: store)
     }
 
-    /// Runs the sweeps (lost drones, expired leases, expired tokens) until cancelled.
+    /// Runs the sweeps (lost drones, expired leases, revocations of expired tokens) until
+    /// cancelled.
     public func sweep() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.sweepInterval)
             do {
                 let lost = try await store.markLost(silentFor: configuration.lostAfter.milliseconds)
-                let expired = try await store.expireLeases()
-                for backend in lost + expired { try await announceEnd(of: backend) }
+                announceEnds(lost + (try await store.expireLeases()))
                 // Revocations of tokens that have expired since go, a bounded number per sweep.
                 _ = try await store.deleteExpiredRevocations(limit: 10_000)
                 if !lost.isEmpty {
@@ -158,16 +172,11 @@ public final class Controller: Sendable {
         }
     }
 
-    /// Tells status followers of a backend's latest event (one the store made itself).
-    func publishLatest(_ backend: BackendID) async throws {
-        if let event = try await store.events(of: backend, after: 0).last { feed.publish(event) }
-    }
-
-    /// A backend the store ended by itself (lost, key expired): its followers hear of it,
-    /// and every proxy drops its routes.
-    func announceEnd(of backend: BackendID) async throws {
-        try await publishLatest(backend)
-        proxies.broadcast(.revoked(Revocation(backends: [backend.rawValue])))
+    /// Backends the store ended by itself (lost, key expired): their followers hear of it,
+    /// and every proxy drops their routes (one message for all).
+    func announceEnds(_ events: [StatusEvent]) {
+        for event in events { feed.publish(event) }
+        if !events.isEmpty { proxies.broadcast(.revoked(Revocation(backends: events.map(\.backend.rawValue)))) }
     }
 
     /// What signs connection tokens, with the store's key (read once).
@@ -190,7 +199,8 @@ extension Duration {
 
 import ServiceLifecycle
 
-/// The controller's sweeps as a service: lost drones, expired leases.
+/// The controller's sweeps as a service: lost drones, expired leases, revocations of
+/// expired tokens.
 public struct ControllerSweeps: Service {
     let controller: Controller
 

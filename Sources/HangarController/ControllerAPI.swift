@@ -17,7 +17,7 @@ import NIOHTTP1
 ///     POST /ctrl/c/:cluster/d/:drone/drain      no new backends on a drone (undrain: again)
 ///     POST /ctrl/b/:backend/soft-terminate      SIGTERM, a grace period, SIGKILL
 ///     POST /ctrl/b/:backend/hard-terminate      SIGKILL
-///     POST /ctrl/b/revoke                       delete tokens, tell the proxies
+///     POST /ctrl/b/revoke                       revoke a token or grants, tell the proxies
 ///     GET  /ctrl/c/:cluster/drone-socket        WebSocket: a drone (DroneMessage)
 ///     GET  /ctrl/c/:cluster/proxy-socket        WebSocket: a proxy (ProxyMessage)
 ///     GET  /pub/b/:backend/status               a backend's status
@@ -31,7 +31,7 @@ public enum ControllerAPI {
     /// The router over `controller`.
     public static func router(for controller: Controller) -> Router<ControllerContext> {
         let router = Router(context: ControllerContext.self)
-        router.middlewares.add(ErrorMiddleware())
+        router.middlewares.add(ErrorMiddleware(counters: controller.counters))
         let ctrl = router.group("ctrl").add(middleware: ControllerAuth(configuration: controller.configuration))
         ctrl.post("connect") { request, context -> ConnectResponse in
             let body = try await decode(ConnectRequest.self, request, context, limit: controller.configuration.maxBodyBytes)
@@ -145,11 +145,11 @@ public struct ControllerContext: RequestContext, WebSocketRequestContext {
 
 extension JSONEncoder {
     /// The API's JSON: URLs unescaped, keys sorted (stable output).
-    static var api: JSONEncoder {
+    static let api: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         return encoder
-    }
+    }()
 }
 
 /// The version this build reports.
@@ -168,20 +168,25 @@ extension ControllerError: HTTPResponseError {
 }
 
 /// Every failure leaves as `{id, kind, message}`: Hummingbird's own errors (a method
-/// not allowed, a route not found) too; an internal error is logged with its id.
+/// not allowed, a route not found) too; an internal error is logged with its id. Each is
+/// counted by kind (`hangar_controller_errors_total`).
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let counters: ControllerCounters
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         do {
             return try await next(request, context)
         } catch let error as ControllerError {
+            counters.failed(error.kind)
             if error.kind == .internalError {
                 context.logger.error("internal error", metadata: ["error.id": "\(error.id)", "error": "\(error.message)"])
             }
             return try error.response(from: request, context: context)
         } catch let error as HTTPError {
             let kind: ControllerError.Kind = error.status == .notFound ? .notFound : .badRequest
+            counters.failed(kind)
             var response = try ControllerError(kind, error.body ?? "\(error.status.reasonPhrase)").response(
                 from: request, context: context)
             response.status = error.status

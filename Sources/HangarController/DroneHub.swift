@@ -16,13 +16,6 @@ final class DroneHub: Sendable {
 
     private let sessions = Mutex<[DroneName: Session]>([:])
     private let nextID = Atomic<Int>(0)
-    let store: any ClusterStore
-    let logger: Logger
-
-    init(store: any ClusterStore, logger: Logger) {
-        self.store = store
-        self.logger = logger
-    }
 
     /// Makes `outbox` the drone's session, ending an older one (a reconnect that came
     /// before the old connection was seen to close).
@@ -94,6 +87,7 @@ extension Controller {
         } catch {
             return await refuse("\(error)")
         }
+        if let problem = hello.problem { return await refuse(problem) }
         var sessionLogger = self.logger
         sessionLogger[metadataKey: "drone.name"] = "\(name)"
         let logger = sessionLogger
@@ -105,7 +99,7 @@ extension Controller {
                     capacityMemory: hello.capacity_memory, ingress: hello.ingress))
             // What it no longer runs is lost; the rest keeps its keys.
             let running = Set(hello.backends.compactMap { try? BackendID($0) })
-            for backend in try await store.markLost(drone: name, except: running) { try await announceEnd(of: backend) }
+            announceEnds(try await store.markLost(drone: name, except: running))
             _ = try await store.heartbeat(name, renewingLeasesFor: lease)
         } catch {
             logger.error("registering a drone failed", metadata: ["error": "\(error)"])
@@ -217,11 +211,11 @@ extension Controller {
                     backend: id, status: status, reason: report.reason.flatMap(TerminationReason.init(rawValue:)),
                     exitCode: report.exit_code))
         }
-        for event in try await store.recordStatuses(changes, from: drone) {
-            feed.publish(event)
-            // Its tokens lead nowhere now (the store deleted its grants with the end).
-            if event.status == .terminated { proxies.broadcast(.revoked(Revocation(backends: [event.backend.rawValue]))) }
-        }
+        let events = try await store.recordStatuses(changes, from: drone)
+        for event in events { feed.publish(event) }
+        // Ended backends' tokens lead nowhere now (the store deleted their grants).
+        let ended = events.filter { $0.status == .terminated }.map(\.backend.rawValue)
+        if !ended.isEmpty { proxies.broadcast(.revoked(Revocation(backends: ended))) }
     }
 
     static func decode<Message: Decodable>(_ frame: WebSocketMessage) throws -> Message {

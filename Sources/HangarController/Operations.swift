@@ -8,8 +8,8 @@ extension Controller {
     /// not handed out again from now on; it is free once the drone reports the end.
     public func terminate(_ backend: BackendID, hard: Bool) async throws(ControllerError) -> BackendStatusView {
         try await withStore {
-            if let (record, action) = try await store.requestTermination(backend, hard: hard) {
-                try await publishLatest(backend)
+            if let (record, action, event) = try await store.requestTermination(backend, hard: hard) {
+                feed.publish(event)
                 drones.send(try order(for: record, action: action.id, kind: action.kind), to: record.drone)
             }
         }

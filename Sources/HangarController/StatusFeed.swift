@@ -14,7 +14,8 @@ final class StatusFeed: Sendable {
     private let subscribers = Mutex<[Int: Subscriber]>([:])
     private let nextID = Atomic<Int>(0)
 
-    /// A backend's events from now on; the stream ends when `subscription` is cancelled.
+    /// A backend's events from now on; the stream ends after its terminated event, or when
+    /// its consumer stops iterating.
     func subscribe(_ backend: BackendID) -> AsyncStream<StatusEvent> {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).newValue
         let (stream, continuation) = AsyncStream<StatusEvent>.makeStream(bufferingPolicy: .bufferingNewest(64))

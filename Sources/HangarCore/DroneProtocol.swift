@@ -44,6 +44,22 @@ public struct DroneHello: Codable, Sendable, Equatable {
         capacity_memory = capacityMemory
         self.ingress = ingress
     }
+
+    /// What is wrong with it, if anything, beyond its names (which their types check):
+    /// proxies will connect to `ingress`, so it must be an address and a port.
+    public var problem: String? {
+        if capacity_backends < 0 { return "capacity_backends: must not be negative, got \(capacity_backends)" }
+        guard let ingress else { return nil }
+        let bad = "ingress: expected address:port, got \"\(ingress.prefix(64))\""
+        guard let colon = ingress.lastIndex(of: ":"), ingress.utf8.count <= 261,
+            let port = Int(ingress[ingress.index(after: colon)...]), (1...65535).contains(port)
+        else { return bad }
+        let host = ingress[..<colon]
+        let allowed = host.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-:[]".unicodeScalars.contains($0)
+        }
+        return !host.isEmpty && allowed ? nil : bad
+    }
 }
 
 /// The controller accepts a drone, and says how it keeps its leases.
@@ -157,7 +173,7 @@ public struct EventAck: Codable, Sendable, Equatable {
     public init(through: Int64) { self.through = through }
 }
 
-/// The controller will not talk to this drone (a version, a name in use); it closes.
+/// The controller will not talk to this drone (another version, a bad hello); it closes.
 public struct DroneRefusal: Codable, Sendable, Equatable {
     public var message: String
     public init(message: String) { self.message = message }

@@ -67,12 +67,11 @@ extension Decoder {
         let known = Key.allCases.filter { $0 != .unknown }.map { $0.stringValue }
         let present = try container(keyedBy: AnyCodingKey.self).allKeys.map { $0.stringValue }
         let unknown = present.filter { !known.contains($0) }.sorted().first ?? ""
-        let path = codingPath.map { $0.stringValue } + [unknown]
+        // The field in the path (also at the top of the body), its reason without one.
         throw DecodingError.dataCorrupted(
             .init(
-                codingPath: codingPath,
-                debugDescription:
-                    "\(path.joined(separator: ".")): unknown field (known: \(known.sorted().joined(separator: ", ")))"))
+                codingPath: codingPath + [AnyCodingKey(stringValue: unknown)],
+                debugDescription: "unknown field; the known ones are \(known.sorted().joined(separator: ", "))"))
     }
 }
 

@@ -9,9 +9,11 @@ struct AttackImage {
     let image: Image
 
     init(binary: String) throws {
-        var template = Array("/tmp/hangar-attack-image-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw SuiteError("mkdtemp: \(String(cString: strerror(errno)))") }
-        root = String(cString: made)
+        do {
+            root = try makeTemporaryDirectory(prefix: "hangar-attack-image")
+        } catch {
+            throw SuiteError("\(error)")
+        }
         chmod(root, 0o755)
         for directory in ["tmp", "proc", "dev"] { mkdir(root + "/" + directory, 0o755) }
         chmod(root + "/tmp", 0o1777)

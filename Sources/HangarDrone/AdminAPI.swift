@@ -52,12 +52,14 @@ public enum AdminAPI {
 
         init(_ backend: Backend) {
             let state = backend.current
-            self.init(id: backend.id, key: backend.key, status: state.status, reason: state.reason, exitCode: state.exitCode)
+            self.init(
+                id: backend.id, key: backend.key.rawValue, status: state.status, reason: state.reason,
+                exitCode: state.exitCode)
         }
 
-        init(id: BackendID, key: KeyName, status: BackendStatus, reason: TerminationReason?, exitCode: Int32?) {
+        init(id: BackendID, key: String, status: BackendStatus, reason: TerminationReason?, exitCode: Int32?) {
             self.id = id.rawValue
-            self.key = key.rawValue
+            self.key = key
             self.status = status.description
             status_code = status.rawValue
             self.reason = reason?.rawValue

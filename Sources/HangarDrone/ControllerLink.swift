@@ -54,16 +54,12 @@ public final class ControllerLink: Sendable {
     private let lease = Mutex(Lease())
     /// Backends the controller asked for: the ones the lease guards.
     private let owned = Mutex<Set<BackendID>>([])
-    private let connectedNow = Atomic<Bool>(false)
 
     public init(drone: Drone, configuration: ControllerLinkConfiguration, logger: Logger) {
         self.drone = drone
         self.configuration = configuration
         self.logger = logger
     }
-
-    /// Connected to the controller now.
-    public var isConnected: Bool { connectedNow.load(ordering: .relaxed) }
 
     /// Keeps the link (and the lease guard) until cancelled.
     public func run() async {
@@ -90,7 +86,6 @@ public final class ControllerLink: Sendable {
             } catch {
                 logger.info("the controller is out of reach", metadata: ["error": "\(error)", "controller.url": "\(url)"])
             }
-            connectedNow.store(false, ordering: .relaxed)
             // A session that lasted resets the backoff.
             if ContinuousClock.now - started > .seconds(10) { delay = configuration.reconnectMin }
             let jitter = Double.random(in: 0.5...1.0)
@@ -137,22 +132,32 @@ public final class ControllerLink: Sendable {
             $0.validUntil = helloSent + .seconds(welcome.lease_seconds)
             $0.sent = [:]
         }
-        connectedNow.store(true, ordering: .relaxed)
         logger.info("connected to the controller", metadata: ["controller.url": "\(configuration.url)"])
         let heartbeat = Duration.milliseconds(max(50, welcome.heartbeat_ms))
 
         let (outbox, post) = AsyncStream<DroneMessage>.makeStream()
-        // Actions are taken in order by a task of their own: a burst of spawns (each a
-        // sandbox and a store write) never holds up the lease renewals read behind them.
-        let (orders, queue) = AsyncStream<ActionOrder>.makeStream()
+        // Actions and event acks (store writes, and for a spawn a sandbox) are done in order
+        // by a task of their own: a burst never holds up the lease renewals read behind them.
+        let (work, queue) = AsyncStream<DroneMessage>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await message in outbox { try await outbound.write(.text(Self.text(message))) }
             }
             group.addTask {
-                for await order in orders {
-                    self.take(order)
-                    post.yield(.actionAck(ActionAck(id: order.id)))
+                for await message in work {
+                    switch message {
+                    case .action(let order):
+                        self.take(order)
+                        post.yield(.actionAck(ActionAck(id: order.id)))
+                    case .eventAck(let ack):
+                        do {
+                            try self.drone.store?.acknowledge(upTo: ack.through)
+                        } catch {
+                            self.logger.error("acknowledging events failed", metadata: ["error": "\(error)"])
+                        }
+                    default:
+                        break
+                    }
                 }
             }
             group.addTask {
@@ -168,7 +173,8 @@ public final class ControllerLink: Sendable {
             }
             group.addTask { try await self.forwardEvents(post) }
             while let frame = try await messages.next() {
-                switch try Self.decode(frame) {
+                let message = try Self.decode(frame)
+                switch message {
                 case .renewed(let renewal):
                     let roundTrip = lease.withLock { state -> Duration? in
                         defer { state.sent = state.sent.filter { $0.key > renewal.seq } }
@@ -179,14 +185,8 @@ public final class ControllerLink: Sendable {
                     if let roundTrip, roundTrip > .seconds(1) {
                         logger.warning("a lease renewal took long", metadata: ["renewal.duration": "\(roundTrip)"])
                     }
-                case .action(let order):
-                    queue.yield(order)
-                case .eventAck(let ack):
-                    do {
-                        try drone.store?.acknowledge(upTo: ack.through)
-                    } catch {
-                        logger.error("acknowledging events failed", metadata: ["error": "\(error)"])
-                    }
+                case .action, .eventAck:
+                    queue.yield(message)
                 case .refused(let refusal):
                     logger.error("the controller closed the session", metadata: ["reason": "\(refusal.message)"])
                 default:
@@ -284,16 +284,16 @@ public final class ControllerLink: Sendable {
     private func guardLeases() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(200))
+            // Backends the drone has forgotten need no guard (and are not kept for ever).
+            let ids = owned.withLock { set in
+                set = set.filter { drone.backend($0) != nil }
+                return set
+            }
             let (validUntil, seconds) = lease.withLock { ($0.validUntil, $0.seconds) }
             guard let validUntil else { continue }
             let left = validUntil - .now
             let leaseLength = Duration.seconds(seconds)
             guard left <= leaseLength / 3 else { continue }
-            // Backends the drone has forgotten need no guard.
-            let ids = owned.withLock { set in
-                set = set.filter { drone.backend($0) != nil }
-                return set
-            }
             for backend in drone.running where ids.contains(backend.id) {
                 if left <= leaseLength / 6 {
                     backend.kill(.keyExpired)

@@ -158,7 +158,8 @@ public final class DroneStore: Sendable {
     /// A backend as last recorded.
     public struct Stored: Sendable, Equatable {
         public let id: BackendID
-        public let key: KeyName
+        /// As recorded: "" for a refused spawn that named no valid key.
+        public let key: String
         public let image: String
         public let status: BackendStatus
         public let reason: TerminationReason?
@@ -172,7 +173,7 @@ public final class DroneStore: Sendable {
                 return nil
             }
             return Stored(
-                id: id, key: try KeyName(row["key"]), image: row["image"],
+                id: id, key: row["key"], image: row["image"],
                 status: BackendStatus(rawValue: row["status"]) ?? .terminated,
                 reason: (row["reason"] as String?).flatMap(TerminationReason.init(rawValue:)), exitCode: row["exitCode"])
         }

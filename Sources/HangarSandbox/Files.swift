@@ -41,6 +41,14 @@ public func makePipe() throws(SandboxError) -> (read: Int32, write: Int32) {
     return (fds[0], fds[1])
 }
 
+/// A new directory only this process made ("/tmp/PREFIX-XXXXXX", mode 0700): nobody can
+/// have planted links in it.
+public func makeTemporaryDirectory(prefix: String) throws(SandboxError) -> String {
+    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    guard let made = mkdtemp(&template) else { throw .system(.host, "mkdtemp", errno: errno) }
+    return String(cString: made)
+}
+
 /// A whole (small) file as text, or nil when it cannot be read.
 public func readTextFile(_ path: String) -> String? {
     (try? readWholeFile(path)).map { String(decoding: $0, as: UTF8.self) }

@@ -38,7 +38,7 @@ public protocol ClusterStore: Sendable {
     /// hard-terminating) at once, so no connect hands it out again, and queues the action
     /// for its drone, in one transaction. Nil when there is no such backend or it has
     /// ended or is already past that point.
-    func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction)?
+    func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction, StatusEvent)?
     /// Records the status changes a drone reports, in order, in one transaction. Statuses
     /// only move forward: a repeated or older one changes nothing; a change of a backend
     /// that is not that drone's is ignored; a terminated backend frees its key and its
@@ -51,14 +51,15 @@ public protocol ClusterStore: Sendable {
     /// `recentMilliseconds`.
     func backendCounts(cluster: ClusterName, recentMilliseconds: Int64) async throws -> [BackendStatus: Int]
     /// Frees every key whose lease has expired; its backend, if still live in the store,
-    /// is recorded as terminated (reason key-expired). Returns those backends.
-    func expireLeases() async throws -> [BackendID]
+    /// is recorded as terminated (reason key-expired). Returns their events.
+    func expireLeases() async throws -> [StatusEvent]
     /// Records the live backends of `drone` that are past `scheduled` and not in `known`
-    /// as terminated (reason lost): the drone says it has never heard of them.
-    func markLost(drone: DroneName, except known: Set<BackendID>) async throws -> [BackendID]
+    /// as terminated (reason lost): the drone says it has never heard of them. Returns
+    /// their events.
+    func markLost(drone: DroneName, except known: Set<BackendID>) async throws -> [StatusEvent]
     /// Records the live backends of every drone whose last heartbeat is older than
-    /// `milliseconds` as terminated (reason lost) and frees their keys.
-    func markLost(silentFor milliseconds: Int64) async throws -> [BackendID]
+    /// `milliseconds` as terminated (reason lost) and frees their keys. Returns their events.
+    func markLost(silentFor milliseconds: Int64) async throws -> [StatusEvent]
 
     /// The actions `drone` has not acknowledged, oldest first (sent again after a reconnect).
     func pendingActions(of drone: DroneName) async throws -> [DroneAction]
@@ -222,7 +223,7 @@ public struct ConnectPlan: Sendable {
 
     public init(
         key: KeyRef, cluster: ClusterName, pool: PoolName = .default, spawnConfig: String?, memory: UInt64,
-        newBackend: BackendID = .random(), leaseSeconds: Int = 30, heartbeatFreshness: Int64 = 15_000,
+        newBackend: BackendID = .random(), leaseSeconds: Int = 30, heartbeatFreshness: Int64 = 6_000,
         grant: GrantRequest? = nil, choose: @escaping @Sendable ([DroneRecord]) -> DroneName?
     ) {
         self.grant = grant

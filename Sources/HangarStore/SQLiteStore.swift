@@ -222,7 +222,7 @@ public final class SQLiteStore: ClusterStore {
     static func drones(_ db: Database, cluster: ClusterName? = nil, pool: PoolName? = nil, name: DroneName? = nil) throws
         -> [DroneRecord]
     {
-        var sql = "SELECT *, live_backends AS live, committed_memory AS committed FROM drone d"
+        var sql = "SELECT * FROM drone d"
         var conditions: [String] = []
         var arguments: StatementArguments = []
         if let cluster {
@@ -245,8 +245,8 @@ public final class SQLiteStore: ClusterStore {
                     name: try DroneName(row["name"]), cluster: try ClusterName(row["cluster"]),
                     pool: try PoolName(row["pool"]), capacityBackends: row["capacity_backends"],
                     capacityMemory: UInt64(bitPattern: row["capacity_memory"]), ingress: row["ingress"]),
-                draining: row["draining"], lastHeartbeat: row["last_heartbeat"], liveBackends: row["live"],
-                committedMemory: UInt64(bitPattern: row["committed"]))
+                draining: row["draining"], lastHeartbeat: row["last_heartbeat"], liveBackends: row["live_backends"],
+                committedMemory: UInt64(bitPattern: row["committed_memory"]))
         }
     }
 
@@ -454,8 +454,8 @@ public final class SQLiteStore: ClusterStore {
     /// Ends a backend in the store alone (its drone is gone or out of reach).
     static func end(
         _ db: Database, _ backend: BackendID, reason: TerminationReason, at now: Int64, changes: inout [LiveKeys.Change]
-    ) throws {
-        _ = try advance(db, backend, to: .terminated, reason: reason, exitCode: nil, at: now, changes: &changes)
+    ) throws -> StatusEvent {
+        try advance(db, backend, to: .terminated, reason: reason, exitCode: nil, at: now, changes: &changes)
     }
 
     static func insertEvent(
@@ -468,17 +468,19 @@ public final class SQLiteStore: ClusterStore {
             id: db.lastInsertedRowID, backend: backend, status: status, reason: reason, exitCode: exitCode, at: now)
     }
 
-    public func requestTermination(_ backend: BackendID, hard: Bool) async throws -> (BackendRecord, DroneAction)? {
+    public func requestTermination(_ backend: BackendID, hard: Bool) async throws
+        -> (BackendRecord, DroneAction, StatusEvent)?
+    {
         try await write { db, changes in
             let status: BackendStatus = hard ? .hardTerminating : .terminating
             guard var record = try Self.backend(db, backend), record.status < status else { return nil }
             let now = try Self.clock(db)
-            _ = try Self.advance(db, backend, to: status, reason: .external, exitCode: nil, at: now, changes: &changes)
+            let event = try Self.advance(db, backend, to: status, reason: .external, exitCode: nil, at: now, changes: &changes)
             let kind: DroneAction.Kind = hard ? .hardTerminate : .terminate
             let id = try Self.insertAction(db, kind, backend: backend, drone: record.drone, at: now)
             record.status = status
             record.reason = .external
-            return (record, DroneAction(id: id, drone: record.drone, backend: backend, kind: kind))
+            return (record, DroneAction(id: id, drone: record.drone, backend: backend, kind: kind), event)
         }
     }
 
@@ -498,14 +500,14 @@ public final class SQLiteStore: ClusterStore {
 
     // MARK: leases
 
-    public func expireLeases() async throws -> [BackendID] {
+    public func expireLeases() async throws -> [StatusEvent] {
         try await endAll(
             reason: .keyExpired,
             selectedBy: "SELECT backend FROM key_lease WHERE backend IS NOT NULL AND expires_at <= ?",
             arguments: { now in [now] })
     }
 
-    public func markLost(silentFor milliseconds: Int64) async throws -> [BackendID] {
+    public func markLost(silentFor milliseconds: Int64) async throws -> [StatusEvent] {
         try await endAll(
             reason: .lost,
             selectedBy: """
@@ -536,27 +538,25 @@ public final class SQLiteStore: ClusterStore {
         }
     }
 
-    public func markLost(drone: DroneName, except running: Set<BackendID>) async throws -> [BackendID] {
+    public func markLost(drone: DroneName, except running: Set<BackendID>) async throws -> [StatusEvent] {
         try await write { db, changes in
             let now = try Self.clock(db)
             let live = try String.fetchAll(
                 db, sql: "SELECT id FROM backend WHERE drone = ? AND status > ? AND status < ?",
                 arguments: [drone.rawValue, BackendStatus.scheduled.rawValue, BackendStatus.terminated.rawValue])
             let gone = live.compactMap { try? BackendID($0) }.filter { !running.contains($0) }
-            for backend in gone { try Self.end(db, backend, reason: .lost, at: now, changes: &changes) }
-            return gone
+            return try gone.map { try Self.end(db, $0, reason: .lost, at: now, changes: &changes) }
         }
     }
 
     /// Ends, in one transaction, the backends a query selects (given the store's clock).
     private func endAll(
         reason: TerminationReason, selectedBy sql: String, arguments: @escaping @Sendable (Int64) -> StatementArguments
-    ) async throws -> [BackendID] {
+    ) async throws -> [StatusEvent] {
         try await write { db, changes in
             let now = try Self.clock(db)
             let backends = try String.fetchAll(db, sql: sql, arguments: arguments(now)).compactMap { try? BackendID($0) }
-            for backend in backends { try Self.end(db, backend, reason: reason, at: now, changes: &changes) }
-            return backends
+            return try backends.map { try Self.end(db, $0, reason: reason, at: now, changes: &changes) }
         }
     }
 
@@ -594,8 +594,7 @@ public final class SQLiteStore: ClusterStore {
 
     public func tokenKey() async throws -> [UInt8] {
         try await database.write { db in
-            var generator = SystemRandomNumberGenerator()
-            let fresh = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let fresh = randomBytes(32)
             try db.execute(
                 sql: "INSERT INTO setting (name, value) VALUES ('token-key', ?) ON CONFLICT(name) DO NOTHING",
                 arguments: [Data(fresh)])

@@ -11,9 +11,18 @@ struct ControllerOptions: ParsableArguments {
         help: ArgumentHelp("The controller's URL (default: $HANGAR_CONTROLLER, else http://127.0.0.1:8080).", valueName: "url"))
     var url: String?
 
+    /// A client of the controller named by --controller or $HANGAR_CONTROLLER; a URL that
+    /// is not http(s) is a usage error naming where it came from.
     var client: HangarClient {
-        let base = url ?? getenv("HANGAR_CONTROLLER").map { String(cString: $0) } ?? "http://127.0.0.1:8080"
-        return HangarClient(url: base, token: getenv("HANGAR_CONTROLLER_TOKEN").map { String(cString: $0) })
+        get throws {
+            let environment = getenv("HANGAR_CONTROLLER").map { String(cString: $0) }
+            let base = url ?? environment ?? "http://127.0.0.1:8080"
+            guard base.hasPrefix("http://") || base.hasPrefix("https://") else {
+                let source = url == nil ? "HANGAR_CONTROLLER" : "--controller"
+                throw ValidationError("\(source) takes an http:// or https:// URL, got \"\(base.prefix(64))\"")
+            }
+            return HangarClient(url: base, token: getenv("HANGAR_CONTROLLER_TOKEN").map { String(cString: $0) })
+        }
     }
 }
 
@@ -27,6 +36,8 @@ func clientErrors<T>(_ body: () async throws -> T) async throws -> T {
         FileHandleStandardError.write("hangar: \(error)\n")
         throw ExitCode(1)
     } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
         throw error
     } catch {
         FileHandleStandardError.write("hangar: the controller: \(error)\n")
@@ -92,7 +103,7 @@ struct ConnectCommand: AsyncParsableCommand {
                 key: KeyConfig(name: try KeyName(key), namespace: try NamespaceName(namespace), tag: tag),
                 spawn_config: spawn, user: user)
         }
-        let client = controller.client
+        let client = try controller.client
         let response = try await clientErrors { try await client.connect(request) }
         if !noWait {
             _ = try await clientErrors { try await client.waitUntilReady(try BackendID(response.backend_id)) }
@@ -117,7 +128,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Keep printing changes until the backend is terminated.") var follow = false
 
     func run() async throws {
-        let client = controller.client
+        let client = try controller.client
         let id = try await clientErrors { try BackendID(backend) }
         func line(_ status: BackendStatusView) -> String {
             [status.status, status.reason.map { "(\($0))" }, status.exit_code.map { "exit code \($0)" }]
@@ -143,7 +154,7 @@ struct TerminateCommand: AsyncParsableCommand {
     @Flag(help: "Kill it at once.") var hard = false
 
     func run() async throws {
-        let client = controller.client
+        let client = try controller.client
         let status = try await clientErrors { try await client.terminate(try BackendID(backend), hard: hard) }
         print(status.status)
     }
@@ -165,7 +176,7 @@ struct DrainCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client = controller.client
+        let client = try controller.client
         try await clientErrors {
             let cluster = try await self.cluster(client)
             try await client.drain(cluster: cluster, drone: try DroneName(drone), !undrain)
@@ -184,7 +195,7 @@ struct ClusterCommand: AsyncParsableCommand {
     @Flag(help: "Print the state as JSON.") var json = false
 
     func run() async throws {
-        let client = controller.client
+        let client = try controller.client
         let state = try await clientErrors {
             let name = try await defaultCluster(client)
             return try await client.clusterState(name)

@@ -30,6 +30,15 @@ struct ConnectBench: AsyncParsableCommand {
     @Option(help: "Keys that have a backend, for the existing-key case.") var keys = 1000
     @Flag(help: "Print only the JSON line.") var json = false
 
+    func validate() throws {
+        if !(1...3600).contains(seconds) { throw ValidationError("--seconds must be 1...3600, got \(seconds)") }
+        if !(1...10_000).contains(connections) { throw ValidationError("--connections must be 1...10000, got \(connections)") }
+        if !(1...connections).contains(threads) {
+            throw ValidationError("--threads must be 1...--connections (\(connections)), got \(threads)")
+        }
+        if !(1...1_000_000).contains(keys) { throw ValidationError("--keys must be 1...1000000, got \(keys)") }
+    }
+
     struct Result {
         var name: String
         var requests: Int
@@ -47,8 +56,7 @@ struct ConnectBench: AsyncParsableCommand {
         guard let wrk = findExecutable("wrk") else {
             throw BenchError("wrk is not installed (scripts/install-deps.sh installs it)")
         }
-        let directory = "/tmp/hangar-bench-connect-\(getpid())"
-        try makeDirectories(directory)
+        let directory = try makeTemporaryDirectory(prefix: "hangar-bench-connect")
         defer { try? spawnAndWait(["/bin/rm", "-rf", directory], stdio: 2) }
         let token = randomToken()
         var configuration = ControllerConfiguration(defaultCluster: try ClusterName("bench.local:9090"))

@@ -186,6 +186,33 @@ struct ControllerTests {
         #expect(again.revoked == 0, "once")
         let forged = String(first.token.dropLast()) + (first.token.last == "A" ? "B" : "A")
         #expect(try await client.revoke(RevokeRequest(backend_id: try BackendID(first.backend_id), token: forged)).revoked == 0)
+        let other = try await client.connect(try cluster.request("doc-revoke-other"))
+        #expect(
+            try await client.revoke(RevokeRequest(backend_id: try BackendID(other.backend_id), token: second.token)).revoked == 0,
+            "another backend's token is not this one's to revoke")
+        // Hostile route requests get "no route", one by one, and the session stays up.
+        let hostile = ["", "not a token", String(repeating: "A", count: 10_000), "s." + String(repeating: "x", count: 70), forged]
+        let answers = Mutex<[ProxyMessage]>([])
+        try await cluster.webSocket("proxy-socket") { inbound, outbound, _ in
+            try await outbound.write(.text("garbage, not JSON"))
+            for token in hostile + [second.token] {
+                try await outbound.write(.text(String(decoding: try JSONEncoder().encode(ProxyMessage.routeRequest(token: token)), as: UTF8.self)))
+            }
+            for try await message in inbound.messages(maxSize: 1 << 16) {
+                guard case .text(let text) = message else { continue }
+                let decoded = try JSONDecoder().decode(ProxyMessage.self, from: Data(text.utf8))
+                if answers.withLock({ $0.append(decoded); return $0.count }) == hostile.count + 1 {
+                    try await outbound.close(.normalClosure, reason: nil)
+                }
+            }
+        }
+        let got = answers.withLock { $0 }
+        #expect(got.prefix(hostile.count).allSatisfy { if case .route(_, nil) = $0 { true } else { false } }, "\(got)")
+        guard case .route(second.token, let route)? = got.last else {
+            Issue.record("no answer for a valid token after the hostile ones: \(got)")
+            return
+        }
+        #expect(route?.backend_id == second.backend_id, "a valid token still routes")
         let rest = try await client.revoke(RevokeRequest(backend_id: try BackendID(second.backend_id), user: "ada"))
         #expect(rest.revoked == 1, "the user's grant, with every token of it")
         // A connect after that makes a new grant: its token leads to the backend again.
@@ -223,6 +250,21 @@ struct ControllerTests {
             ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": \#(busybox), "subdomain": "-x-"}}"#, 400, "spawn_config.subdomain"),
             ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": \#(busybox)}, "user": 3}"#, 400, "user: expected a string"),
             ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {}}"#, 400, "spawn_config.executable: required"),
+            ("/ctrl/connect", #"{"key": {"name": "k", "tag": "a\u0001b"}}"#, 400, "key.tag"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "user": "\#(String(repeating: "u", count: 300))"}"#, 400, "user"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "auth": [1]}"#, 400, "auth"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": \#(busybox), "pool": "Pool!"}}"#, 400, "spawn_config.pool"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": \#(busybox), "lifetime_limit_seconds": 0}}"#, 400, "spawn_config.lifetime_limit_seconds"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": \#(busybox), "use_static_token": "yes"}}"#, 400, "spawn_config.use_static_token"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": {"image": "busybox", "command": []}}}"#, 400, "spawn_config.executable.command"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": {"image": "busybox", "env": {"A=B": "1"}}}}"#, 400, "spawn_config.executable.env"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": {"image": "busybox", "limits": {"pids_max": 0}}}}"#, 400, "limits.pids_max"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": {"image": "busybox", "limits": {"cpu": 0}}}}"#, 400, "limits.cpu"),
+            ("/ctrl/connect", #"{"key": {"name": "k"}, "spawn_config": {"executable": {"image": "busybox", "limits": {"memory_max": "2p"}}}}"#, 400, "limits.memory_max"),
+            ("/ctrl/b/revoke", #"{"backend_id": "bk-0000000000000000"}"#, 404, "no backend"),
+            ("/ctrl/b/revoke", #"{"backend_id": "bk-0000000000000000", "everything": true}"#, 400, "everything: unknown field"),
+            ("/ctrl/b/bk-zz/hard-terminate", "", 400, "backend in the path"),
+            ("/ctrl/c/\(TestCluster.cluster)/d/DR/undrain", "", 400, "drone in the path"),
             ("/ctrl/b/revoke", #"{"backend_id": "nope"}"#, 400, "backend_id"),
             ("/ctrl/b/bk-zz/soft-terminate", "", 400, "backend in the path"),
             ("/ctrl/c/BAD/d/dr-one/drain", "", 400, "cluster in the path"),
@@ -241,6 +283,12 @@ struct ControllerTests {
         // /pub needs no token; an unknown backend is a 404.
         let missing = try await HangarProcess.run(program: "/usr/bin/curl", ["-s", "-w", "\n%{http_code}", cluster.url + "/pub/b/bk-0000000000000000/status"])
         #expect(missing.stdout.hasSuffix("\n404") && missing.stdout.contains("NotFound"), "\(missing)")
+        for (path, needle) in [("/ctrl/c/BAD/state", "cluster in the path"), ("/pub/b/not-an-id/status", "backend in the path")] {
+            let got = try await HangarProcess.run(
+                program: "/usr/bin/curl",
+                ["-s", "-w", "\n%{http_code}", "-H", "Authorization: Bearer \(cluster.token)", cluster.url + path])
+            #expect(got.stdout.hasSuffix("\n400") && got.stdout.contains(needle), "\(path): \(got.stdout)")
+        }
         let garbled = try await HangarProcess.run(
             program: "/usr/bin/curl",
             ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Last-Event-ID: nonsense", cluster.url + "/pub/b/bk-0000000000000000/status-stream"])
@@ -379,6 +427,15 @@ struct ControllerTests {
             (["controller", "--store", ":memory:", "--heartbeat", "20000"], [:], "heartbeat"),
             (["controller", "--store", ":memory:", "--cluster", "Not A Cluster"], [:], "cluster name"),
             (["controller", "--store", ":memory:"], ["HANGAR_CONTROLLER_TOKEN": "short"], "token: at least 16 bytes"),
+            (["controller", "--store", ":memory:", "--heartbeat", "0"], [:], "heartbeat"),
+            (["controller", "--store", ":memory:", "--heartbeat-freshness=-1"], [:], "heartbeat-freshness"),
+            (["controller", "--store", ":memory:", "--token-lifetime", "0"], [:], "token-lifetime"),
+            (["controller", "--store", ":memory:", "--token-lifetime", "9223372036854775"], [:], "token-lifetime"),
+            (["controller", "--store", ":memory:", "--lost-after", "99999999"], [:], "lost-after"),
+            (["controller", "--store", ":memory:", "--public-url", "not a url"], [:], "public-url: an http"),
+            (["controller", "--store", ":memory:", "--forward-auth", "ftp://x"], [:], "forward-auth: an http"),
+            (["status", "bk-0000000000000000"], ["HANGAR_CONTROLLER": "nonsense"], "HANGAR_CONTROLLER takes an http"),
+            (["cluster", "--controller", "127.0.0.1:8080"], [:], "--controller takes an http"),
             (["drone", "--controller", "ftp://example", "--state", ":memory:"], [:], "--controller takes an http"),
             (["drone", "--controller", "http://127.0.0.1:1", "--name", "Bad Name"], [:], "--name: "),
             (["drone", "--controller", "http://127.0.0.1:1", "--pool", "Pool!"], [:], "--pool: "),
@@ -397,7 +454,7 @@ struct ControllerTests {
         #expect(result.stderr.contains(message), "\(result.stderr)")
     }
 
-    @Test("the drone socket refuses a wrong version, a first message that is no hello, a bad drone name and garbage")
+    @Test("the drone socket refuses a wrong version, a first message that is no hello, bad names and values, and garbage")
     func hostileDrones() async throws {
         let cluster = try await TestCluster(drones: [])
         func firstAnswer(_ opening: String) async throws -> String {
@@ -418,6 +475,14 @@ struct ControllerTests {
         #expect(try await firstAnswer(#"{"type":"nonsense"}"#).contains("unknown message type"))
         let badName = hello.replacing(#""drone":"dr-x""#, with: #""drone":"Dr X""#) + #","version":1}"#
         #expect(try await firstAnswer(badName).contains("drone name"))
+        for (ingress, capacity) in [("\"x\"", 1), ("\"169.254.169.254:0\"", 1), ("\"a b:80\"", 1), ("\"127.0.0.1:8000\"", -5)] {
+            let opening = hello.replacing(#""capacity_backends":1"#, with: #""capacity_backends":\#(capacity)"#)
+                + #","ingress":\#(ingress),"version":1}"#
+            let answer = try await firstAnswer(opening)
+            #expect(answer.contains(capacity < 0 ? "capacity_backends" : "ingress: expected address:port"), "\(answer)")
+        }
+        let badPool = hello.replacing(#""pool":"""#, with: #""pool":"Pool!""#) + #","version":1}"#
+        #expect(try await firstAnswer(badPool).contains("pool"))
         let state = try await cluster.client.clusterState(TestCluster.cluster)
         #expect(state.drones.isEmpty, "no refused drone was registered: \(state.drones.map(\.name))")
         try await cluster.stop()
