@@ -4,7 +4,7 @@ IMAGES ?= images
 HANGAR := .build/debug/hangar
 export HANGAR_IMAGES := $(CURDIR)/$(IMAGES)
 
-.PHONY: dev test build deps images bench release clean
+.PHONY: dev tour test build deps images bench release clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -31,7 +31,12 @@ test: build images
 	$(SWIFT) test --no-parallel
 	bash scripts/qemu-v2-test.sh
 
+# The whole system in one process on loopback: controller, drone and proxy, state in ./.hangar.
 dev: build images
+	$(HANGAR) dev
+
+# A short tour of the sandbox: hangar run, policy and doctor.
+tour: build images
 	@bash scripts/demo.sh $(HANGAR)
 
 bench: release images

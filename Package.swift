@@ -53,7 +53,7 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-Wno-unused-result"])],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
-        .target(name: "HangarCore", swiftSettings: strictness),
+        .target(name: "HangarCore", dependencies: ["CShims"], swiftSettings: strictness),
         .target(
             name: "HangarSandbox",
             dependencies: [
@@ -105,7 +105,17 @@ let package = Package(
             swiftSettings: strictness
         ),
         // The proxy: strict request heads, routes from the controller, splice forwarding.
-        .target(name: "HangarProxy", dependencies: ["HangarCore"], swiftSettings: strictness),
+        .target(
+            name: "HangarProxy",
+            dependencies: [
+                "CShims", "HangarCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictness
+        ),
         // An async client for the controller's API (the CLI, tests, users).
         .target(
             name: "HangarClient",
@@ -126,12 +136,14 @@ let package = Package(
             name: "hangar",
             dependencies: [
                 "HangarCore", "HangarSandbox", "HangarPolicy", "HangarDoctor", "HangarDrone", "HangarStore",
-                "HangarController", "HangarClient",
+                "HangarController", "HangarClient", "HangarProxy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictness
@@ -150,7 +162,16 @@ let package = Package(
         ),
         .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
         .testTarget(name: "HangarStoreTests", dependencies: ["HangarStore", "HangarCore"], swiftSettings: strictness),
-        .testTarget(name: "HangarProxyTests", dependencies: ["HangarProxy"], swiftSettings: strictness),
+        .testTarget(
+            name: "HangarProxyTests",
+            dependencies: [
+                "HangarProxy", "HangarClient", "HangarCore", "HangarTestSupport", .target(name: "hangar"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictness
+        ),
         .testTarget(
             name: "HangarPolicyTests",
             dependencies: ["HangarPolicy", "HangarSandbox", "HangarCore", "HangarTestSupport"],

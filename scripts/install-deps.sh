@@ -12,6 +12,7 @@ packages=(
     iproute2         # network checks in tests
     e2fsprogs        # mkfs.ext4 for upper layers on disk
     wrk              # the load in `hangar bench connect`
+    haproxy          # the peer in `hangar bench proxy`
     curl             # a real HTTP client in tests
 )
 missing=()

@@ -266,6 +266,68 @@ long hg_splice_one_way(int from, int to, volatile int64_t *last_activity, volati
 /// accept4(listener, SOCK_CLOEXEC): the fd, or a negative errno.
 int hg_accept_cloexec(int listener);
 
+// MARK: the proxy's pump (pump.c): non-blocking sockets, epoll, splice
+
+/// One epoll event, unpacked (struct epoll_event is packed on x86-64).
+struct hg_event {
+    uint64_t data;
+    uint32_t events;
+    uint32_t unused;
+};
+
+extern const uint32_t hg_epoll_in, hg_epoll_out, hg_epoll_rdhup, hg_epoll_hup, hg_epoll_err, hg_epoll_et,
+    hg_epoll_exclusive;
+
+int hg_epoll_create(void);
+int hg_epoll_add(int epoll, int fd, uint32_t events, uint64_t data);
+int hg_epoll_remove(int epoll, int fd);
+/// epoll_wait into `events` (at most 256): how many, or a negative errno.
+int hg_epoll_wait(int epoll, struct hg_event *events, int max, int timeout_ms);
+/// A non-blocking, close-on-exec pipe of about `size` bytes: its capacity, or a negative errno.
+int hg_pipe_open(int fds[2], int size);
+/// A non-blocking IPv4 listener; the port it got in *bound.
+int hg_listen_tcp4(const char *address, uint16_t port, int backlog, uint16_t *bound);
+/// accept4, non-blocking and close-on-exec, TCP_NODELAY; the peer's address as text in `peer`.
+int hg_accept_nonblocking(int listener, char *peer, size_t peer_size);
+/// A non-blocking connect (TCP_NODELAY): the fd, its connection maybe still in progress.
+int hg_connect_tcp4(const char *address, uint16_t port);
+/// SO_ERROR as a negative errno (0: connected).
+int hg_socket_error(int fd);
+/// recv(MSG_PEEK|MSG_DONTWAIT), recv(MSG_DONTWAIT), send(MSG_DONTWAIT|MSG_NOSIGNAL): bytes, 0 at
+/// EOF (not for send), or a negative errno (-EAGAIN: would block).
+long hg_peek(int fd, uint8_t *buffer, size_t size);
+long hg_receive(int fd, uint8_t *buffer, size_t size);
+long hg_send(int fd, const uint8_t *buffer, size_t size);
+int hg_shutdown_write(int fd);
+/// The calling thread's id (for its CPU time in /proc/self/task).
+int hg_thread_id(void);
+/// TCP keepalive: probes after `idle_seconds` of silence, every `interval_seconds`, `count` times.
+int hg_keepalive(int fd, int idle_seconds, int interval_seconds, int count);
+/// Closes with SO_LINGER 0: the peer sees a reset, not an orderly end.
+int hg_close_reset(int fd);
+
+/// Bytes on their way from one socket to another through a pipe.
+struct hg_flow {
+    int32_t from, to;
+    int32_t pipe_read, pipe_write;
+    int64_t buffered;   // in the pipe now
+    int64_t remaining;  // still to read from `from`; -1: until EOF
+    int64_t moved;      // written to `to` so far
+};
+
+enum hg_flow_state {
+    HG_FLOW_DONE = 0,   // `remaining` reached 0 and the pipe is empty
+    HG_FLOW_READ = 1,   // `from` has nothing now: wait until readable
+    HG_FLOW_WRITE = 2,  // `to` is full: wait until writable
+    HG_FLOW_EOF = 3,    // `from` ended (the pipe is empty)
+    HG_FLOW_MORE = 4,   // moved its share for this turn: call again soon
+};
+
+/// Moves what it can with splice (non-blocking) through a pipe of `capacity` bytes: first
+/// what is in the pipe, then from `from`, never past `remaining`. An enum hg_flow_state,
+/// or a negative errno.
+int hg_flow_run(struct hg_flow *flow, int32_t capacity);
+
 /// Relaxed atomic access to a value the pump writes.
 static inline int64_t hg_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void hg_atomic_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }

@@ -68,10 +68,11 @@ public enum ControllerAPI {
             guard let cluster = try? ClusterName(context.requestContext.parameters.get("cluster") ?? "") else { return }
             await controller.serveDrone(cluster: cluster, inbound: inbound, outbound: outbound)
         }
-        ctrl.ws("c/:cluster/proxy-socket") { _, _ in
-            .upgrade([:])
-        } onUpgrade: { inbound, outbound, _ in
-            await controller.serveProxy(inbound: inbound, outbound: outbound)
+        ctrl.ws("c/:cluster/proxy-socket") { _, context in
+            (try? ClusterName(context.parameters.get("cluster") ?? "")) == nil ? .dontUpgrade : .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            guard let cluster = try? ClusterName(context.requestContext.parameters.get("cluster") ?? "") else { return }
+            await controller.serveProxy(cluster: cluster, inbound: inbound, outbound: outbound)
         }
 
         let pub = router.group("pub")

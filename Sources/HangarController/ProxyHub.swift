@@ -56,8 +56,9 @@ final class ProxyHub: Sendable {
 }
 
 extension Controller {
-    /// One proxy's session: route requests answered from the store; revocations pushed.
-    func serveProxy(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+    /// One proxy's session (a proxy of `cluster`): route requests answered from the store;
+    /// revocations pushed.
+    func serveProxy(cluster: ClusterName, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
         let (outbox, continuation) = AsyncStream<ProxyMessage>.makeStream()
         let session = proxies.attach(continuation)
         defer { proxies.detach(session) }
@@ -74,7 +75,7 @@ extension Controller {
                         let seen = proxies.revocations
                         let found: ProxyRoute?
                         do {
-                            found = try await route(token)
+                            found = try await route(token, cluster: cluster)
                         } catch {
                             // One failed lookup is one unresolved token, not the session's end.
                             logger.error("a route lookup failed", metadata: ["error": "\(error)"])
@@ -93,10 +94,11 @@ extension Controller {
         }
     }
 
-    /// Where a token leads: a live backend, its drone's ingress, and who connects. Nil for
-    /// a token this controller did not sign (or a static token it does not know), one that
-    /// has expired or was revoked, or one whose grant or backend is gone.
-    func route(_ token: String) async throws -> ProxyRoute? {
+    /// Where a token leads: a live backend of `cluster`, its drone's ingress, and who
+    /// connects. Nil for a token this controller did not sign (or a static token it does
+    /// not know), one that has expired or was revoked, one whose grant or backend is gone,
+    /// or one of another cluster's backend.
+    func route(_ token: String, cluster: ClusterName) async throws -> ProxyRoute? {
         let signer = try await tokenSigner()
         let grant: AccessGrant
         var expiresAt: Int64?
@@ -110,7 +112,9 @@ extension Controller {
             grant = found
             expiresAt = expiry
         }
-        guard let backend = try await store.backend(grant.backend), backend.status < .terminated else { return nil }
+        guard let backend = try await store.backend(grant.backend), backend.status < .terminated,
+            backend.cluster == cluster
+        else { return nil }
         let ingress = try await store.drone(backend.drone)?.registration.ingress
         return ProxyRoute(
             backend_id: backend.id.rawValue, grant: grant.id, expires_at: expiresAt, subdomain: backend.subdomain,

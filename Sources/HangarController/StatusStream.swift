@@ -6,6 +6,7 @@ import Synchronization
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import ServiceLifecycle
 
 extension Controller {
     /// A backend's status as server-sent events: every event after `after` (the
@@ -55,14 +56,19 @@ extension Controller {
                     pump.cancel()
                     ticker.cancel()
                 }
-                for await item in merged {
-                    guard let event = item else {
-                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                        continue
+                // A shutdown ends the stream at once (an EventSource reconnects elsewhere).
+                try await withGracefulShutdownHandler {
+                    for await item in merged {
+                        guard let event = item else {
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                            continue
+                        }
+                        guard event.id > last else { continue }
+                        try await send(event)
+                        if event.status == .terminated { break }
                     }
-                    guard event.id > last else { continue }
-                    try await send(event)
-                    if event.status == .terminated { break }
+                } onGracefulShutdown: {
+                    continuation.finish()
                 }
                 try await writer.finish(nil)
             })

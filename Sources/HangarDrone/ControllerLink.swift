@@ -72,10 +72,8 @@ public final class ControllerLink: Sendable {
     }
 
     private func keepConnected() async {
-        var delay = configuration.reconnectMin
-        let url = webSocketURL
-        while !Task.isCancelled {
-            let started = ContinuousClock.now
+        let url = controllerSocketURL(configuration.url, cluster: configuration.cluster, socket: "drone-socket")
+        await reconnecting(minimum: configuration.reconnectMin, maximum: configuration.reconnectMax) {
             do {
                 var settings = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
                 if let token = configuration.token { settings.additionalHeaders[.authorization] = "Bearer \(token)" }
@@ -86,23 +84,7 @@ public final class ControllerLink: Sendable {
             } catch {
                 logger.info("the controller is out of reach", metadata: ["error": "\(error)", "controller.url": "\(url)"])
             }
-            // A session that lasted resets the backoff.
-            if ContinuousClock.now - started > .seconds(10) { delay = configuration.reconnectMin }
-            let jitter = Double.random(in: 0.5...1.0)
-            try? await Task.sleep(for: delay * jitter)
-            delay = min(delay * 2, configuration.reconnectMax)
         }
-    }
-
-    var webSocketURL: String {
-        var base = configuration.url
-        if base.hasPrefix("https://") {
-            base = "wss://" + base.dropFirst(8)
-        } else if base.hasPrefix("http://") {
-            base = "ws://" + base.dropFirst(7)
-        }
-        while base.hasSuffix("/") { base.removeLast() }
-        return base + "/ctrl/c/\(configuration.cluster)/drone-socket"
     }
 
     /// One connection: hello, welcome, then heartbeats, events and actions until it closes.

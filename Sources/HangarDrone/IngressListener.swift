@@ -5,59 +5,11 @@ import HangarSandbox
 import Logging
 import Synchronization
 
-/// The first line of a connection to a drone's ingress port: which backend, when, and an
-/// HMAC-SHA256 of both under the secret the drone and its proxies share.
-///
-///     HANGAR-INGRESS 1 <backend id> <unix seconds> <hex hmac of "1 <backend id> <unix seconds>">\n
-public enum IngressPreface {
-    /// How far the preface's time may be from the drone's clock.
-    public static let window: Int = 60
-
-    /// The preface for `backend`, signed now.
-    public static func make(backend: BackendID, secret: [UInt8], now: Int = Int(time(nil))) -> String {
-        "HANGAR-INGRESS 1 \(backend) \(now) \(hex(mac(backend: backend.rawValue, time: now, secret: secret)))\n"
-    }
-
-    static func mac(backend: String, time: Int, secret: [UInt8]) -> [UInt8] {
-        let message = Array("1 \(backend) \(time)".utf8)
-        var out = [UInt8](repeating: 0, count: 32)
-        _ = hg_hmac_sha256(secret, secret.count, message, message.count, &out)
-        return out
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-    }
-
-    /// The backend id of a valid preface, or why it is refused.
-    static func verify(_ line: String, secret: [UInt8], now: Int = Int(time(nil))) -> Result<BackendID, IngressRefusal> {
-        let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 5, fields[0] == "HANGAR-INGRESS", fields[1] == "1" else {
-            return .failure(.malformed)
-        }
-        guard let stamp = Int(fields[3]), let id = try? BackendID(String(fields[2])) else { return .failure(.malformed) }
-        guard abs(now - stamp) <= window else { return .failure(.expired) }
-        let expected = Array(hex(mac(backend: String(fields[2]), time: stamp, secret: secret)).utf8)
-        let given = Array(fields[4].utf8)
-        guard given.count == expected.count, hg_equal_constant_time(given, expected, given.count) == 1 else {
-            return .failure(.badSignature)
-        }
-        return .success(id)
-    }
-}
-
-/// Why an ingress connection was refused.
-public enum IngressRefusal: String, Error, Sendable {
-    case malformed = "malformed preface"
-    case expired = "preface outside the time window"
-    case badSignature = "wrong signature"
-    case unknownBackend = "no such backend"
-    case notReady = "backend not ready"
-}
-
-/// The drone's one TCP port for proxies on other hosts. A connection starts with an
-/// `IngressPreface` line; a missing or wrong one is refused and logged, and no byte of it
-/// reaches a backend. After a valid one, bytes are carried to the backend with splice.
+/// The drone's one TCP port for proxies. A connection starts with an `IngressPreface`
+/// line; a missing or wrong one is refused and logged, and no byte of it reaches a backend.
+/// After a valid one the connection is held until the backend is ready (a proxy may come
+/// before the spawn order, or while the backend starts), within bounds, and the drone
+/// answers; then bytes are carried to the backend with splice.
 public final class IngressListener: Sendable {
     let drone: Drone
     let secret: [UInt8]
@@ -66,13 +18,22 @@ public final class IngressListener: Sendable {
     /// The port it listens on (useful when asked for port 0).
     public let port: UInt16
     private let refusals = Mutex<[IngressRefusal]>([])
+    /// How long a backend this drone has not heard of may take to appear.
+    let appearWithin: Duration
+    /// How long a backend may take to be ready.
+    let readyWithin: Duration
 
     /// Listens on `address`:`port` (0: any free port).
-    public init(drone: Drone, secret: [UInt8], address: String = "127.0.0.1", port: UInt16 = 0, logger: Logger) throws(DroneError) {
+    public init(
+        drone: Drone, secret: [UInt8], address: String = "127.0.0.1", port: UInt16 = 0,
+        appearWithin: Duration = .seconds(5), readyWithin: Duration = .seconds(60), logger: Logger
+    ) throws(DroneError) {
         guard secret.count >= 16 else { throw DroneError("the ingress secret must be at least 16 bytes") }
         self.drone = drone
         self.secret = secret
         self.logger = logger
+        self.appearWithin = appearWithin
+        self.readyWithin = readyWithin
         let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw DroneError("ingress socket: \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
@@ -116,42 +77,117 @@ public final class IngressListener: Sendable {
         while true {
             let client = hg_accept_cloexec(socket)
             if client < 0 {
-                if -client == EINTR || -client == ECONNABORTED { continue }
-                Glibc.close(socket)
-                return
+                switch -client {
+                case EINTR, ECONNABORTED: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors or memory for now: not a reason to stop listening.
+                    logger.warning("ingress accept failed", metadata: ["errno": "\(-client)"])
+                    usleep(50_000)
+                    continue
+                default:
+                    Glibc.close(socket)
+                    return
+                }
             }
-            if startThread({ [self] in admit(client) }) != 0 { Glibc.close(client) }
+            // Connections being admitted (reading a preface, or held until ready) each
+            // hold a thread: bounded, so that unauthenticated peers cannot take them all.
+            guard admitting.add(1, ordering: .relaxed).newValue <= Self.maxAdmitting else {
+                admitting.subtract(1, ordering: .relaxed)
+                Glibc.close(client)
+                continue
+            }
+            let started = startThread { [self] in
+                admit(client)
+                admitting.subtract(1, ordering: .relaxed)
+            }
+            if started != 0 {
+                admitting.subtract(1, ordering: .relaxed)
+                Glibc.close(client)
+            }
         }
     }
 
-    /// Reads the preface (one byte at a time, so that nothing after it is consumed), checks
-    /// it, and hands the connection to the backend.
+    /// Connections admitted at once, at most.
+    static let maxAdmitting = 4096
+    private let admitting = Atomic<Int>(0)
+
+    /// Reads the preface (one byte at a time, so that nothing after it is consumed; all of
+    /// it within 5 s), checks it, and hands the connection to the backend.
     private func admit(_ client: Int32) {
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let deadline = ContinuousClock.now + .seconds(5)
         var line: [UInt8] = []
         var byte: UInt8 = 0
+        var ready = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
         while line.count < 256 {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero, poll(&ready, 1, Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)) > 0 else { break }
             let n = read(client, &byte, 1)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 || byte == UInt8(ascii: "\n") { break }
             line.append(byte)
         }
-        timeout = timeval(tv_sec: 0, tv_usec: 0)
-        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let result = byte == UInt8(ascii: "\n")
             ? IngressPreface.verify(String(decoding: line, as: UTF8.self), secret: secret) : .failure(.malformed)
         switch result {
         case .failure(let refusal):
             refuse(client, refusal, line)
         case .success(let id):
-            guard let backend = drone.backend(id) else { return refuse(client, .unknownBackend, line) }
-            guard let upstream = try? backend.connect() else { return refuse(client, .notReady, line) }
-            backend.traffic.carry(client: client, backend: upstream)
+            switch hold(client, for: id) {
+            case .failure(let refusal):
+                answer(client, IngressPreface.refused(refusal))
+                refuse(client, refusal, line, lingering: true)
+            case .success(let (backend, upstream)):
+                guard answer(client, IngressPreface.accepted) else {
+                    Glibc.close(upstream)
+                    Glibc.close(client)
+                    return
+                }
+                backend.traffic.carry(client: client, backend: upstream)
+            }
         }
     }
 
-    private func refuse(_ client: Int32, _ refusal: IngressRefusal, _ line: [UInt8]) {
+    /// Waits, within the bounds, until the backend exists and is ready, and connects to it;
+    /// gives up early if the proxy hangs up. Polls every 5 ms: a held connection costs a
+    /// thread that mostly sleeps, only while its backend starts.
+    private func hold(_ client: Int32, for id: BackendID) -> Result<(Backend, Int32), IngressRefusal> {
+        let clock = ContinuousClock()
+        let start = clock.now
+        // POLLRDHUP (0x2000) is hidden behind _GNU_SOURCE in Glibc's Swift module.
+        let hangup: Int16 = 0x2000 | Int16(POLLHUP | POLLERR)
+        var watch = pollfd(fd: client, events: 0x2000, revents: 0)
+        func proxyLeft() -> Bool {
+            watch.revents = 0
+            return poll(&watch, 1, 5) > 0 && watch.revents & hangup != 0
+        }
+        var found = drone.backend(id)
+        while found == nil {
+            if clock.now - start > appearWithin || proxyLeft() { return .failure(.unknownBackend) }
+            found = drone.backend(id)
+        }
+        guard let backend = found else { return .failure(.unknownBackend) }
+        while true {
+            let status = backend.current.status
+            if status >= .terminating { return .failure(.ended) }
+            if status == .ready { break }
+            if clock.now - start > readyWithin || proxyLeft() { return .failure(.notReady) }
+        }
+        guard let upstream = try? backend.connect() else {
+            return .failure(backend.current.status >= .terminating ? .ended : .unreachable)
+        }
+        return .success((backend, upstream))
+    }
+
+    @discardableResult
+    private func answer(_ client: Int32, _ line: String) -> Bool {
+        let bytes = Array(line.utf8)
+        return bytes.withUnsafeBufferPointer { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+    }
+
+    /// Records and logs a refusal and closes the connection; `lingering` (after an answer):
+    /// first lets the proxy read it, since closing with its request unread would reset the
+    /// connection, and the reset could overtake the line.
+    private func refuse(_ client: Int32, _ refusal: IngressRefusal, _ line: [UInt8], lingering: Bool = false) {
         refusals.withLock { list in
             list.append(refusal)
             if list.count > 100 { list.removeFirst(list.count - 100) }
@@ -159,6 +195,13 @@ public final class IngressListener: Sendable {
         logger.warning(
             "ingress connection refused",
             metadata: ["reason": "\(refusal.rawValue)", "preface": "\(String(decoding: line.prefix(80), as: UTF8.self))"])
+        if lingering {
+            _ = shutdown(client, Int32(SHUT_WR))
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var sink = [UInt8](repeating: 0, count: 4096)
+            for _ in 0..<16 where read(client, &sink, sink.count) > 0 {}
+        }
         Glibc.close(client)
     }
 }

@@ -127,10 +127,7 @@ public enum HeadParser {
             head.body = length == 0 ? .none : .length(length)
         }
 
-        var connection: [String] = []
-        for value in head.values(of: "connection") {
-            connection += value.split(separator: ",").map { $0.trimmingWhitespace().lowercased() }
-        }
+        let connection = connectionOptions(head.values(of: "connection"))
         if connection.contains("close") {
             head.keepAlive = false
         } else if connection.contains("keep-alive") {
@@ -144,6 +141,11 @@ public enum HeadParser {
     }
 
     // MARK: pieces
+
+    /// The options of Connection fields ("close", "upgrade", field names), lowercased.
+    static func connectionOptions(_ values: [String]) -> [String] {
+        values.flatMap { $0.split(separator: ",") }.map { $0.trimmingWhitespace().lowercased() }
+    }
 
     /// The head's lines without their CR LF, the final empty one dropped. Every line ends
     /// in CR LF: a bare CR or LF is refused.

@@ -10,7 +10,7 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Hangar against its peers in the same run.", subcommands: [
-            SpawnBench.self, ColdstartBench.self, BurstBench.self, IdleBench.self, ConnectBench.self,
+            SpawnBench.self, ColdstartBench.self, BurstBench.self, IdleBench.self, ConnectBench.self, ProxyBench.self,
         ])
 }
 
@@ -227,6 +227,14 @@ func spawnAndWait(_ arguments: [String], stdio: Int32) throws {
 /// posix_spawn + waitpid of that one pid, with `stdio[k]` on fd k (nil: this process's);
 /// its wait status.
 func spawnAndWait(_ arguments: [String], stdio: [Int32?]) throws(BenchError) -> Int32 {
+    let pid = try spawnProcess(arguments, stdio: stdio)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return status
+}
+
+/// posix_spawn with `stdio[k]` on fd k (nil: this process's); its pid (the caller waits).
+func spawnProcess(_ arguments: [String], stdio: [Int32?]) throws(BenchError) -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -238,9 +246,7 @@ func spawnAndWait(_ arguments: [String], stdio: [Int32?]) throws(BenchError) -> 
     var pid: pid_t = 0
     let err = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
     guard err == 0 else { throw BenchError("posix_spawn \(arguments[0]): errno \(err)") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return status
+    return pid
 }
 
 func findExecutable(_ name: String) -> String? {
@@ -349,7 +355,13 @@ struct ColdstartBench: AsyncParsableCommand {
         guard connected == 0 else { throw BenchError("connecting to the ingress port: errno \(errno)") }
         let message = IngressPreface.make(backend: backend, secret: secret) + "GET /hostname HTTP/1.0\r\n\r\n"
         _ = message.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        // The drone's answer line, then the response's first byte.
         var byte: UInt8 = 0
+        var newlines = 0
+        while newlines < 1 {
+            guard read(fd, &byte, 1) == 1 else { throw BenchError("no answer from the ingress") }
+            if byte == UInt8(ascii: "\n") { newlines += 1 }
+        }
         guard read(fd, &byte, 1) == 1 else { throw BenchError("no response through ingress") }
     }
 }

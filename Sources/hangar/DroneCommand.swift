@@ -95,30 +95,8 @@ struct DroneRun: AsyncParsableCommand {
         configuration.logDirectory = logDirectory == "none" ? nil : logDirectory
         configuration.dataRoot = dataRoot == "none" ? nil : dataRoot
         let logger = Logger(label: "hangar.drone")
-        let runtime = try await commandLineErrors {
-            try SandboxRuntime(configuration: .fromEnvironment(), logger: logger)
-        }
+        let (drone, runtime) = try await makeDrone(configuration, state: state, logger: logger)
         defer { runtime.finish() }
-        let store: DroneStore
-        do {
-            store = try DroneStore(path: state)
-        } catch {
-            FileHandleStandardError.write("hangar: \(error)\n")
-            throw ExitCode(1)
-        }
-        let drone: Drone
-        do {
-            drone = try Drone(
-                runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-                host: .fromEnvironment(), configuration: configuration, store: store)
-            let lost = try drone.recover()
-            if !lost.isEmpty {
-                FileHandleStandardError.write("hangar drone: \(lost.count) backends of the previous run recorded as lost\n")
-            }
-        } catch {
-            FileHandleStandardError.write("hangar: \(error)\n")
-            throw ExitCode(1)
-        }
         var ingress: IngressListener?
         if let ingressPort {
             let secret = getenv("HANGAR_INGRESS_SECRET").map { Array(String(cString: $0).utf8) } ?? []
@@ -159,6 +137,29 @@ struct DroneRun: AsyncParsableCommand {
         try await app.runService()
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
+    }
+}
+
+/// A drone on this host with its sandbox runtime (the caller finishes it), its state in
+/// `state`, the previous run's backends recovered (recorded as lost).
+func makeDrone(_ configuration: DroneConfiguration, state: String, logger: Logger) async throws -> (Drone, SandboxRuntime) {
+    let runtime = try await commandLineErrors {
+        try SandboxRuntime(configuration: .fromEnvironment(), logger: logger)
+    }
+    do {
+        let store = try DroneStore(path: state)
+        let drone = try Drone(
+            runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
+            host: .fromEnvironment(), configuration: configuration, store: store)
+        let lost = try drone.recover()
+        if !lost.isEmpty {
+            FileHandleStandardError.write("hangar drone: \(lost.count) backends of the previous run recorded as lost\n")
+        }
+        return (drone, runtime)
+    } catch {
+        runtime.finish()
+        FileHandleStandardError.write("hangar: \(error)\n")
+        throw ExitCode(1)
     }
 }
 

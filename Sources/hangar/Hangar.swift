@@ -6,7 +6,7 @@ struct Hangar: AsyncParsableCommand {
         commandName: "hangar",
         abstract: "Run one isolated, stateful process per key.",
         subcommands: [
-            Run.self, PolicyCommand.self, DoctorCommand.self, DroneCommand.self, ControllerCommand.self,
+            Run.self, PolicyCommand.self, DoctorCommand.self, DroneCommand.self, ControllerCommand.self, ProxyCommand.self, DevCommand.self, WebSocketCommand.self,
             ConnectCommand.self, StatusCommand.self, TerminateCommand.self, DrainCommand.self, ClusterCommand.self,
             Bench.self,
         ]

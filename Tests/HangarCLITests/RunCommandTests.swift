@@ -66,6 +66,19 @@ struct RunCommandTests {
         (["bench", "connect", "--connections", "0"], 64, "--connections must be 1...10000"),
         (["bench", "connect", "--connections", "4", "--threads", "8"], 64, "--threads must be 1...--connections (4)"),
         (["bench", "connect", "--keys", "0"], 64, "--keys must be 1...1000000"),
+        (["bench", "proxy", "--stream-gib", "0"], 64, "--stream-gib must be 1...64"),
+        (["bench", "proxy", "--only", "nginx"], 64, "--only: direct, hangar and/or haproxy"),
+        (["bench", "proxy", "--round-trips", "5"], 64, "--round-trips must be 100...10000000"),
+        (["proxy"], 64, "the proxy needs HANGAR_INGRESS_SECRET"),
+        (["proxy", "--controller", "ftp://x"], 64, "--controller takes an http:// or https:// URL"),
+        (["proxy", "--cluster", "a b"], 64, "--cluster: not a cluster name"),
+        (["proxy", "--listen", "nowhere"], 64, "--listen takes host:port"),
+        (["proxy", "--loops", "0"], 64, "--loops: from 1 to 64"),
+        (["proxy", "--ready-timeout", "0"], 64, "--ready-timeout: from 1 to 3600 seconds"),
+        (["proxy", "--head-timeout", "99999"], 64, "--head-timeout: from 1 to 3600 seconds"),
+        (["dev", "--api", "127.0.0.1:0"], 64, "--api needs a fixed port"),
+        (["dev", "--proxy", "localhost"], 64, "--proxy takes host:port"),
+        (["ws", "ftp://x"], 64, "the URL must start with ws://, wss://, http:// or https://"),
         (["drone", "--data-root", "data"], 64, "--data-root must be an absolute path or none"),
         (["drone", "--data-root", "/proc/no/such", "--state", ":memory:", "--socket", "/tmp/hangar-never.sock"], 1,
          "the data root /proc/no/such"),
@@ -136,6 +149,18 @@ struct RunCommandTests {
         #expect(!lines.contains { $0.hasPrefix("bwrap") })
         #expect(lines.last?.hasPrefix("{\"benchmark\": \"spawn\", \"runs\": 3, \"results\": [") == true)
         await expectHostRestored(before)
+    }
+
+    @Test("hangar bench proxy prints a table and JSON for direct, hangar and haproxy")
+    func benchProxy() async throws {
+        let result = try await HangarProcess.run([
+            "bench", "proxy", "--stream-gib", "1", "--websockets", "4", "--websocket-mib", "8", "--round-trips", "200",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        for path in ["direct ", "hangar ", "haproxy "] { #expect(lines.contains { $0.hasPrefix(path) }, "\(result.stdout)") }
+        #expect(lines.last?.hasPrefix("{\"benchmark\": \"proxy\", \"results\": [{\"name\": \"direct\"") == true)
+        #expect(lines.last?.contains("\"stream_cpu_s_per_gib\"") == true)
     }
 
     @Test("SIGINT and SIGTERM are passed to the command, and everything is removed", arguments: [SIGINT, SIGTERM])

@@ -28,6 +28,7 @@ final class TestCluster: Sendable {
     var client: HangarClient { HangarClient(url: url, token: token) }
 
     init(drones: [String] = ["dr-one", "dr-two"]) async throws {
+        await HangarProcess.endLeftovers()
         directory = try TemporaryDirectory("hangar-cluster")
         droneNames = drones
         let suffix = randomHex16().prefix(6)
@@ -149,16 +150,4 @@ final class TestCluster: Sendable {
         }
         directory.remove()
     }
-}
-
-/// Polls `condition` until it holds, or fails the test after `timeout`.
-func eventually(
-    _ what: @autoclosure () -> String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    throw TestFailure("not within \(timeout): \(what())")
 }

@@ -357,7 +357,8 @@ final class DroneTests: Sendable {
     func ingress() async throws {
         let drone = try drone().drone
         let secret = Array("an ingress secret of enough bytes".utf8)
-        let listener = try IngressListener(drone: drone, secret: secret, port: 0, logger: Logger(label: "test"))
+        let listener = try IngressListener(
+            drone: drone, secret: secret, port: 0, appearWithin: .milliseconds(200), logger: Logger(label: "test"))
         defer { listener.close() }
         let backend = try drone.spawn(try httpServer(key: "ingress"))
         await waitFor(.ready, backend)
@@ -371,13 +372,16 @@ final class DroneTests: Sendable {
         }
 
         let good = try exchange(IngressPreface.make(backend: backend.id, secret: secret))
-        #expect(good.hasPrefix("HTTP/1.0 200"), "\(good.prefix(60))")
+        #expect(good.hasPrefix(IngressPreface.accepted + "HTTP/1.0 200"), "\(good.prefix(60))")
         let requestsSeen = backend.logs.text.components(matching: "GET /env")
         #expect(try exchange("").isEmpty, "no preface")
         #expect(try exchange(IngressPreface.make(backend: backend.id, secret: Array("another secret of enough bytes".utf8))).isEmpty)
         #expect(try exchange(IngressPreface.make(backend: backend.id, secret: secret, now: Int(time(nil)) - 3600)).isEmpty)
-        #expect(try exchange(IngressPreface.make(backend: BackendID.random(), secret: secret)).isEmpty)
-        #expect(listener.refused == [.malformed, .badSignature, .expired, .unknownBackend], "\(listener.refused)")
+        // A time that would overflow the window's arithmetic is malformed, not a crash.
+        #expect(try exchange("HANGAR-INGRESS 1 \(backend.id) -9223372036854775808 00\n").isEmpty)
+        // A signed preface for a backend the drone never heard of is answered, after a wait.
+        #expect(try exchange(IngressPreface.make(backend: BackendID.random(), secret: secret)) == "HANGAR-INGRESS NO unknown-backend\n")
+        #expect(listener.refused == [.malformed, .badSignature, .expired, .malformed, .unknownBackend], "\(listener.refused)")
         try await Task.sleep(for: .milliseconds(100))
         #expect(backend.logs.text.components(matching: "GET /env") == requestsSeen, "no refused byte reached the backend")
         backend.terminate(.external)
@@ -416,10 +420,24 @@ final class DroneTests: Sendable {
     }
 }
 
-/// A TCP connection to a drone's ingress port on loopback, opened with a signed preface.
+/// A TCP connection to a drone's ingress port on loopback, opened with a signed preface
+/// and accepted (the drone's `OK` line read).
 func ingressConnection(_ listener: IngressListener, backend: BackendID, secret: [UInt8]) throws -> Int32 {
     let fd = try ingressSocket(listener)
     try writeAll(fd, Array(IngressPreface.make(backend: backend, secret: secret).utf8))
+    var answer: [UInt8] = []
+    var byte: UInt8 = 0
+    while answer.last != 10 {
+        guard read(fd, &byte, 1) == 1 else {
+            close(fd)
+            throw TestFailure("the drone did not answer the preface: \(String(decoding: answer, as: UTF8.self))")
+        }
+        answer.append(byte)
+    }
+    guard String(decoding: answer, as: UTF8.self) == IngressPreface.accepted else {
+        close(fd)
+        throw TestFailure("the drone refused: \(String(decoding: answer, as: UTF8.self))")
+    }
     return fd
 }
 

@@ -86,7 +86,30 @@ public final class HangarProcess: Sendable {
             close(err.read)
             throw TestFailure("posix_spawn \(path): errno \(spawned)")
         }
-        return HangarProcess(pid: pid, stdout: out.read, stderr: err.read)
+        let process = HangarProcess(pid: pid, stdout: out.read, stderr: err.read)
+        running.withLock { $0[pid] = process }
+        return process
+    }
+
+    /// Processes started and not yet finished.
+    private static let running = Mutex<[pid_t: HangarProcess]>([:])
+
+    /// Ends what earlier tests started and left running because they failed before their
+    /// clean-up (SIGTERM, then SIGKILL after 10 s), so that one failure does not become
+    /// the next test's: call it before starting a cluster.
+    public static func endLeftovers() async {
+        let left = running.withLock { Array($0.values) }
+        for process in left { process.signal(SIGTERM) }
+        for process in left {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while kill(process.pid, 0) == 0, ContinuousClock.now < deadline {
+                var status: Int32 = 0
+                if waitpid(process.pid, &status, WNOHANG) == process.pid { break }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            process.signal(SIGKILL)
+            _ = try? await process.finish()
+        }
     }
 
     private init(pid: pid_t, stdout: Int32, stderr: Int32) {
@@ -118,6 +141,7 @@ public final class HangarProcess: Sendable {
         let outText = await reader.value
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _ = Self.running.withLock { $0.removeValue(forKey: pid) }
         let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Result(status: code, stdout: outText, stderr: errText)
     }

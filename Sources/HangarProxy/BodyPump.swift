@@ -1,0 +1,80 @@
+import CShims
+import Glibc
+
+/// One message body on its way from one socket to another, moved with splice and never
+/// read, except a chunked body's size lines, which are peeked at (left in the socket, then
+/// spliced on with the data) so that the proxy knows where the body ends.
+struct BodyPump {
+    enum Outcome: Equatable {
+        /// The body has been passed on whole.
+        case done
+        /// Waiting for one of the sockets.
+        case blocked
+        /// Moved its share for this turn; call again.
+        case more
+        /// The source ended before the body did.
+        case cutShort
+        case failed(Int32)
+        case malformed(HeadError)
+    }
+
+    var flow: hg_flow
+    var framer: ChunkedFramer?
+    /// Chunk data in the flow now, reported to the framer once moved.
+    var passing: Int64 = 0
+    /// The body ends when the source does (a response without a length).
+    let untilEnd: Bool
+
+    init(_ framing: BodyFraming, from: Int32, to: Int32, pipe: (read: Int32, write: Int32), refusingWith status: Int) {
+        flow = hg_flow(
+            from: from, to: to, pipe_read: pipe.read, pipe_write: pipe.write, buffered: 0, remaining: 0, moved: 0)
+        untilEnd = framing == .untilClose
+        switch framing {
+        case .none: break
+        case .length(let length): flow.remaining = length
+        case .chunked: framer = ChunkedFramer(refusingWith: status)
+        case .untilClose: flow.remaining = -1
+        }
+    }
+
+    /// Bytes written to the destination so far.
+    var moved: Int64 { flow.moved }
+
+    mutating func run(capacity: Int32, scratch: UnsafeMutablePointer<UInt8>) -> Outcome {
+        while true {
+            if flow.remaining != 0 || flow.buffered > 0 {
+                switch hg_flow_run(&flow, capacity) {
+                case Int32(HG_FLOW_DONE.rawValue): break
+                case Int32(HG_FLOW_READ.rawValue), Int32(HG_FLOW_WRITE.rawValue): return .blocked
+                case Int32(HG_FLOW_MORE.rawValue): return .more
+                case Int32(HG_FLOW_EOF.rawValue): return untilEnd ? .done : .cutShort
+                case let error: return .failed(-error)
+                }
+            }
+            guard var framer else { return .done }
+            defer { self.framer = framer }
+            if passing > 0 {
+                framer.passed(passing)
+                passing = 0
+            }
+            switch framer.step {
+            case .done:
+                return .done
+            case .pass(let count):
+                flow.remaining = count
+                passing = count
+            case .read:
+                let peeked = hg_peek(flow.from, scratch, 4096)
+                if peeked == -Int(EAGAIN) { return .blocked }
+                if peeked == 0 { return .cutShort }
+                if peeked < 0 { return .failed(Int32(-peeked)) }
+                do {
+                    let used = try framer.consume(UnsafeBufferPointer(start: scratch, count: peeked))
+                    flow.remaining = Int64(used)
+                } catch {
+                    return .malformed(error)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import HangarCore
+import Synchronization
+
+/// The proxy's settings, loaded once at the edge (flags, environment).
+public struct ProxyConfiguration: Sendable {
+    /// Where it listens.
+    public var address = "127.0.0.1"
+    /// 0: any free port (see `Proxy.port`).
+    public var port: UInt16 = 0
+    /// The cluster it serves, named after its public address ("localhost:9090"): a
+    /// request's Host must be the cluster or a subdomain of it.
+    public var cluster: ClusterName
+    /// The secret shared with the drones' ingress ports (at least 16 bytes).
+    public var ingressSecret: [UInt8]
+    /// Event loops, each on a thread of its own.
+    public var loops = 2
+    /// Bounds on a request head.
+    public var headLimits = HeadLimits()
+    /// A request head must be complete this long after its first byte (slow heads: 408).
+    public var headTimeout: Duration = .seconds(10)
+    /// A kept-alive connection with no request for this long is closed.
+    public var idleTimeout: Duration = .seconds(60)
+    /// The controller must answer a route lookup within this (else 504).
+    public var lookupTimeout: Duration = .seconds(5)
+    /// A backend must be ready and connected within this (else 504); a request waits for
+    /// a backend that is still starting.
+    public var readyTimeout: Duration = .seconds(30)
+    /// `GET /` is redirected here (301); nil: 400.
+    public var rootRedirect: String?
+    /// x-forwarded-proto, unless the client (a TLS terminator in front) set it.
+    public var scheme = "http"
+    /// Connections one loop carries at most; more are reset at once.
+    public var maxConnectionsPerLoop = 50_000
+    /// The size of each splice pipe.
+    public var pipeSize: Int32 = 1 << 20
+
+    public init(cluster: ClusterName, ingressSecret: [UInt8]) {
+        self.cluster = cluster
+        self.ingressSecret = ingressSecret
+    }
+
+    /// Refuses settings that cannot work.
+    public func validate() throws(ProxyError) {
+        guard ingressSecret.count >= 16 else { throw ProxyError("the ingress secret must be at least 16 bytes") }
+        guard (1...64).contains(loops) else { throw ProxyError("loops: from 1 to 64, got \(loops)") }
+        for (name, value) in [
+            ("head timeout", headTimeout), ("idle timeout", idleTimeout), ("lookup timeout", lookupTimeout),
+            ("ready timeout", readyTimeout),
+        ] {
+            guard value >= .milliseconds(100), value <= .seconds(3600) else {
+                throw ProxyError("\(name): from 100 ms to an hour, got \(value)")
+            }
+        }
+        if let rootRedirect {
+            guard rootRedirect.hasPrefix("http://") || rootRedirect.hasPrefix("https://"),
+                !rootRedirect.contains(where: { $0 == "\r" || $0 == "\n" || $0 == " " })
+            else { throw ProxyError("root redirect: an http(s) URL, got \"\(rootRedirect.prefix(80))\"") }
+        }
+        guard scheme == "http" || scheme == "https" else { throw ProxyError("scheme: http or https, got \(scheme)") }
+    }
+}
+
+/// What every loop shares: settings, routes, counters, readiness.
+final class ProxyCore: Sendable {
+    let configuration: ProxyConfiguration
+    let routes: RouteCache
+    let metrics = ProxyMetrics()
+
+    init(configuration: ProxyConfiguration, routes: RouteCache) {
+        self.configuration = configuration
+        self.routes = routes
+    }
+}
+
+/// The proxy's counters (Prometheus text from `render`).
+public final class ProxyMetrics: Sendable {
+    public enum Counter: Int, CaseIterable, Sendable {
+        case connections, requests, tunnels, refusedConnections, acceptFailures, bytesToBackends, bytesToClients
+        case upstreamConnections
+
+        var name: String {
+            switch self {
+            case .connections: "hangar_proxy_connections_total"
+            case .requests: "hangar_proxy_requests_total"
+            case .tunnels: "hangar_proxy_upgrades_total"
+            case .refusedConnections: "hangar_proxy_connections_refused_total"
+            case .acceptFailures: "hangar_proxy_accept_failures_total"
+            case .bytesToBackends: "hangar_proxy_bytes_to_backends_total"
+            case .bytesToClients: "hangar_proxy_bytes_to_clients_total"
+            case .upstreamConnections: "hangar_proxy_upstream_connections_total"
+            }
+        }
+    }
+
+    private let counters = Mutex([Int](repeating: 0, count: Counter.allCases.count))
+    private let statuses = Mutex([Int: Int]())
+    let open = Atomic<Int>(0)
+
+    func add(_ counter: Counter, _ amount: Int = 1) {
+        counters.withLock { $0[counter.rawValue] += amount }
+    }
+
+    func answered(_ status: Int) {
+        statuses.withLock { $0[status, default: 0] += 1 }
+    }
+
+    /// A counter's value now.
+    public func value(_ counter: Counter) -> Int { counters.withLock { $0[counter.rawValue] } }
+
+    /// Responses the proxy made itself (errors, redirects, /ready), by status.
+    public var ownResponses: [Int: Int] { statuses.withLock { $0 } }
+
+    /// Connections open now.
+    public var openConnections: Int { open.load(ordering: .relaxed) }
+
+    /// Prometheus text.
+    public func render() -> String {
+        var text = ""
+        let values = counters.withLock { $0 }
+        for counter in Counter.allCases {
+            text += "# TYPE \(counter.name) counter\n\(counter.name) \(values[counter.rawValue])\n"
+        }
+        text += "# TYPE hangar_proxy_open_connections gauge\nhangar_proxy_open_connections \(openConnections)\n"
+        text += "# TYPE hangar_proxy_own_responses_total counter\n"
+        for (status, count) in ownResponses.sorted(by: { $0.key < $1.key }) {
+            text += "hangar_proxy_own_responses_total{status=\"\(status)\"} \(count)\n"
+        }
+        return text
+    }
+}

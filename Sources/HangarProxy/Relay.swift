@@ -1,0 +1,656 @@
+import CShims
+import Glibc
+import HangarCore
+import Synchronization
+
+/// One client connection, driven by its loop: request heads read and checked, each request
+/// routed by its own token and carried to its backend through the drone's ingress, the
+/// bodies and the response moved with splice, and after a 101 both directions spliced
+/// until each side has ended. A second request with another token goes to its own
+/// backend: an upstream connection is reused only for the same backend.
+///
+/// Every method runs on the loop's thread; `drive` is called on any event of either socket
+/// and does what it can until each socket would block.
+final class Relay: @unchecked Sendable {
+    enum Phase: Equatable {
+        /// Waiting for a request head.
+        case head
+        /// Waiting for the controller's answer about the request's token.
+        case resolving
+        /// The request and its response are being carried.
+        case forwarding
+        /// After a 101: bytes both ways until both sides have ended.
+        case tunnel
+        /// A reply of the proxy's own is being written; then the connection ends.
+        case ending
+        case closed
+    }
+
+    /// The drone's answer, then the response head, then its body.
+    enum Response {
+        case answer
+        case head
+        case body(BodyPump)
+        case done
+    }
+
+    struct Upstream {
+        var fd: Int32
+        var backend: String
+        /// The drone has said OK on this connection.
+        var answered: Bool
+    }
+
+    let id: UInt64
+    let client: Int32
+    let peer: String
+    unowned let loop: PumpLoop
+    var core: ProxyCore { loop.core }
+    var configuration: ProxyConfiguration { loop.core.configuration }
+
+    var phase = Phase.head
+    var deadline: ContinuousClock.Instant?
+    /// Part of the current head has come.
+    var headBegun = false
+
+    var request: RequestHead?
+    var target: RoutedTarget?
+    var route: ProxyRoute?
+    /// Counts route lookups, so that a late answer to an abandoned one is ignored.
+    var lookups = 0
+    var upstream: Upstream?
+
+    var toUpstream: [UInt8] = []
+    var toUpstreamSent = 0
+    var toClient: [UInt8] = []
+    var toClientSent = 0
+    var requestBody: BodyPump?
+    var requestSent = false
+    var response = Response.head
+    /// A response head of the backend has gone to the client: errors can no longer be replied.
+    var responseBegun = false
+    var backendKeepsAlive = true
+
+    var up: (read: Int32, write: Int32)?
+    var down: (read: Int32, write: Int32)?
+    var upCapacity: Int32 = 0
+    var downCapacity: Int32 = 0
+    /// Tunnel flows, and which have ended.
+    var upFlow = hg_flow()
+    var downFlow = hg_flow()
+    var upEnded = false
+    var downEnded = false
+
+    init(id: UInt64, client: Int32, peer: String, loop: PumpLoop) {
+        self.id = id
+        self.client = client
+        self.peer = peer
+        self.loop = loop
+        loop.core.metrics.open.add(1, ordering: .relaxed)
+        deadline = .now + loop.core.configuration.headTimeout
+    }
+
+    // MARK: driving
+
+    func drive() {
+        // Any event while a request is carried counts as activity (the drone's answer has
+        // its own bound); a carried request silent for the idle timeout ends.
+        if phase == .forwarding, upstream?.answered == true {
+            deadline = .now + configuration.idleTimeout
+        }
+        var progress = true
+        while progress {
+            switch phase {
+            case .head: progress = readHead()
+            case .resolving: progress = false
+            case .forwarding: progress = forward()
+            case .tunnel: progress = tunnel()
+            case .ending: progress = end()
+            case .closed: progress = false
+            }
+        }
+    }
+
+    func checkDeadline(_ now: ContinuousClock.Instant) {
+        guard let deadline, now >= deadline else { return }
+        self.deadline = nil
+        switch phase {
+        case .head:
+            if headBegun {
+                reply(408, "the request head did not arrive in time", keepAlive: false)
+            } else {
+                return close()
+            }
+        case .resolving:
+            reply(504, "the controller did not answer in time", keepAlive: false)
+        case .forwarding:
+            let waitingForDrone = if case .answer = response { true } else { false }
+            dropUpstream()
+            guard !responseBegun else { return close() }
+            reply(504, waitingForDrone ? "the backend was not ready in time" : "the backend did not answer in time", keepAlive: false)
+        case .ending, .tunnel, .closed:
+            return close()
+        }
+        drive()
+    }
+
+    // MARK: the request head
+
+    private func readHead() -> Bool {
+        guard flushClient() else { return false }
+        let scratch = loop.scratch
+        let peeked = hg_peek(client, scratch, loop.scratchSize)
+        if peeked == -Int(EAGAIN) { return false }
+        if peeked <= 0 {
+            close()
+            return false
+        }
+        let bytes = UnsafeBufferPointer(start: scratch, count: peeked)
+        let head: RequestHead
+        do {
+            guard let end = try HeadParser.end(of: bytes, limits: configuration.headLimits) else {
+                if !headBegun {
+                    headBegun = true
+                    deadline = .now + configuration.headTimeout
+                }
+                return false
+            }
+            head = try HeadParser.request(bytes[0..<end], limits: configuration.headLimits)
+            _ = hg_receive(client, scratch, end)
+        } catch {
+            reply(error.status, error.reason, keepAlive: false)
+            return true
+        }
+        begin(head)
+        return true
+    }
+
+    /// A new request: the proxy's own paths, the token, the Host, then the route.
+    private func begin(_ head: RequestHead) {
+        core.metrics.add(.requests)
+        headBegun = false
+        deadline = nil
+        request = head
+        route = nil
+        // A reply before the body is read cannot keep the connection.
+        let canKeep = head.keepAlive && head.body == .none && head.upgrade == nil
+        let path = head.target.prefix { $0 != "?" }
+        if path == "/ready" {
+            let ready = core.routes.isConnected
+            return reply(ready ? 200 : 503, ready ? "ready" : "not connected to the controller", keepAlive: canKeep)
+        }
+        if path == "/" {
+            if let redirect = configuration.rootRedirect {
+                return reply(301, "", keepAlive: canKeep, location: redirect)
+            }
+            return reply(400, "no token in the path (expected /TOKEN/...)", keepAlive: canKeep)
+        }
+        guard let target = RoutedTarget(head.target) else {
+            return reply(400, "no token in the path (expected /TOKEN/...)", keepAlive: canKeep)
+        }
+        guard let host = head.host else { return reply(400, "no Host field", keepAlive: canKeep) }
+        guard ClusterHost.subdomain(of: host, cluster: configuration.cluster.rawValue) != nil else {
+            return reply(403, "this Host is not served here", keepAlive: canKeep)
+        }
+        self.target = target
+        lookups += 1
+        let lookup = lookups
+        let loop = self.loop
+        let found = core.routes.lookup(target.token) { [self] answer in
+            loop.post {
+                self.routed(answer, lookup: lookup)
+                self.drive()
+            }
+        }
+        if let found {
+            routed(found, lookup: lookup)
+        } else {
+            phase = .resolving
+            deadline = .now + configuration.lookupTimeout
+        }
+    }
+
+    /// The route of the request's token: checks, then the upstream connection and the head.
+    /// Never drives (the caller does): an answer from the cache comes inside `drive`, and
+    /// driving again from here would nest one call per pipelined request.
+    private func routed(_ answer: RouteAnswer, lookup: Int) {
+        guard lookup == lookups, phase == .head || phase == .resolving, let head = request, let target else { return }
+        deadline = nil
+        let canKeep = head.keepAlive && head.body == .none && head.upgrade == nil
+        let route: ProxyRoute
+        switch answer {
+        case .unavailable:
+            return reply(503, "the proxy is not connected to the controller", keepAlive: canKeep)
+        case .gone:
+            return reply(
+                410, "this token leads to no backend (unknown, expired or revoked, or its backend has ended)",
+                keepAlive: canKeep)
+        case .route(let found):
+            route = found
+        }
+        if let wanted = route.subdomain,
+            ClusterHost.subdomain(of: head.host ?? "", cluster: configuration.cluster.rawValue) != .some(wanted)
+        {
+            return reply(403, "this backend is served only on its own subdomain", keepAlive: canKeep)
+        }
+        self.route = route
+        guard connectUpstream(route), let upstream else { return }
+        requestBody = nil
+        if head.body != .none {
+            guard let pipe = pipe(up: true) else {
+                dropUpstream()
+                return reply(503, "the proxy is out of pipes", keepAlive: false)
+            }
+            requestBody = BodyPump(head.body, from: client, to: upstream.fd, pipe: pipe, refusingWith: 400)
+        }
+        toUpstream += Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme)
+        requestSent = false
+        response = upstream.answered ? .head : .answer
+        if case .answer = response { deadline = .now + configuration.readyTimeout }
+        responseBegun = false
+        phase = .forwarding
+    }
+
+    /// Reuses the connection to the same backend if it is still open; otherwise opens one
+    /// to the drone's ingress and queues the preface.
+    private func connectUpstream(_ route: ProxyRoute) -> Bool {
+        if let current = upstream {
+            var byte: UInt8 = 0
+            if current.backend == route.backend_id, current.answered, hg_peek(current.fd, &byte, 1) == -Int(EAGAIN) {
+                return true
+            }
+            dropUpstream()
+        }
+        guard let ingress = route.ingress, let (address, port) = Self.ipv4(ingress) else {
+            reply(502, "the backend's drone has no IPv4 ingress address", keepAlive: false)
+            return false
+        }
+        guard let backend = try? BackendID(route.backend_id) else {
+            reply(502, "the controller gave a malformed backend id", keepAlive: false)
+            return false
+        }
+        let fd = hg_connect_tcp4(address, port)
+        guard fd >= 0 else {
+            reply(502, "the backend's drone is unreachable", keepAlive: false)
+            return false
+        }
+        guard loop.watch(fd, side: PumpLoop.upstreamSide, of: id) else {
+            Glibc.close(fd)
+            reply(502, "the proxy could not watch a connection", keepAlive: false)
+            return false
+        }
+        core.metrics.add(.upstreamConnections)
+        upstream = Upstream(fd: fd, backend: route.backend_id, answered: false)
+        toUpstream = Array(IngressPreface.make(backend: backend, secret: configuration.ingressSecret).utf8)
+        toUpstreamSent = 0
+        return true
+    }
+
+    static func ipv4(_ text: String) -> (String, UInt16)? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0 else {
+            return nil
+        }
+        let address = String(text[..<colon])
+        var parsed = in_addr()
+        guard inet_pton(AF_INET, address, &parsed) == 1 else { return nil }
+        return (address, port)
+    }
+
+    // MARK: carrying a request and its response
+
+    private func forward() -> Bool {
+        guard let upstream else { return false }
+        var progress = false
+
+        // The request: preface and head, then the body.
+        if toUpstreamSent < toUpstream.count {
+            let sent = toUpstream.withUnsafeBufferPointer {
+                hg_send(upstream.fd, $0.baseAddress! + toUpstreamSent, toUpstream.count - toUpstreamSent)
+            }
+            if sent > 0 {
+                toUpstreamSent += sent
+                progress = true
+            } else if sent != -Int(EAGAIN) {
+                return failUpstream("the backend's drone is unreachable")
+            }
+            if toUpstreamSent == toUpstream.count {
+                toUpstream.removeAll(keepingCapacity: true)
+                toUpstreamSent = 0
+            }
+        }
+        if toUpstream.isEmpty, !requestSent {
+            if var body = requestBody {
+                let outcome = body.run(capacity: upCapacity, scratch: loop.scratch)
+                requestBody = body
+                switch outcome {
+                case .done:
+                    core.metrics.add(.bytesToBackends, Int(body.moved))
+                    requestBody = nil
+                    requestSent = true
+                    progress = true
+                case .blocked: break
+                case .more: loop.again.append(self)
+                case .cutShort:
+                    close()
+                    return false
+                case .failed: return failUpstream("the backend stopped reading the request")
+                case .malformed(let error):
+                    dropUpstream()
+                    reply(error.status, error.reason, keepAlive: false)
+                    return true
+                }
+            } else {
+                requestSent = true
+                progress = true
+            }
+        }
+
+        // The response: the drone's answer, the head, the body.
+        guard flushClient() else { return progress }
+        switch response {
+        case .answer:
+            let scratch = loop.scratch
+            let peeked = hg_peek(upstream.fd, scratch, 64)
+            if peeked == -Int(EAGAIN) { return progress }
+            if peeked <= 0 { return failUpstream("the backend's drone closed the connection") }
+            let bytes = UnsafeBufferPointer(start: scratch, count: peeked)
+            guard let newline = bytes.firstIndex(of: 10) else {
+                return peeked < 64 ? progress : failUpstream("the drone's answer is malformed")
+            }
+            switch IngressPreface.answer(bytes[0..<newline]) {
+            case .some(nil):
+                _ = hg_receive(upstream.fd, scratch, newline + 1)
+                self.upstream?.answered = true
+                deadline = nil
+                response = .head
+                return true
+            case .some(.some(let refusal)):
+                dropUpstream()
+                reply(refusal == .notReady ? 504 : 502, "the backend \(refusal.rawValue)", keepAlive: false)
+                return true
+            case .none:
+                return failUpstream("the drone's answer is malformed")
+            }
+        case .head:
+            let scratch = loop.scratch
+            let peeked = hg_peek(upstream.fd, scratch, loop.scratchSize)
+            if peeked == -Int(EAGAIN) { return progress }
+            if peeked <= 0 { return failUpstream("the backend closed the connection without a response") }
+            let bytes = UnsafeBufferPointer(start: scratch, count: peeked)
+            let head: ResponseHead
+            do {
+                guard let end = try? HeadParser.end(of: bytes, limits: configuration.headLimits) else {
+                    return peeked >= configuration.headLimits.maxBytes
+                        ? failUpstream("the backend's response head is over \(configuration.headLimits.maxBytes) bytes")
+                        : progress
+                }
+                head = try HeadParser.response(bytes[0..<end], method: request?.method ?? "GET", limits: configuration.headLimits)
+                _ = hg_receive(upstream.fd, scratch, end)
+            } catch {
+                return failUpstream(error.reason)
+            }
+            return respond(head, upstream: upstream)
+        case .body(var pump):
+            let outcome = pump.run(capacity: downCapacity, scratch: loop.scratch)
+            response = .body(pump)
+            switch outcome {
+            case .done:
+                core.metrics.add(.bytesToClients, Int(pump.moved))
+                response = .done
+                return true
+            case .blocked: return progress
+            case .more:
+                loop.again.append(self)
+                return progress
+            case .cutShort, .failed, .malformed:
+                close()
+                return false
+            }
+        case .done:
+            guard requestSent else {
+                // The backend answered before reading the whole request and will close:
+                // the rest of the request goes nowhere, and the answer must reach the client.
+                guard backendKeepsAlive else {
+                    dropUpstream()
+                    phase = .ending
+                    return true
+                }
+                return progress
+            }
+            return finish()
+        }
+    }
+
+    /// A response head from the backend: passed on, rewritten; then its body or a tunnel.
+    private func respond(_ head: ResponseHead, upstream: Upstream) -> Bool {
+        guard let request else { return false }
+        if head.status == 101 {
+            guard request.upgrade != nil, requestSent else {
+                return failUpstream("the backend switched protocols without being asked to")
+            }
+            toClient += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true)
+            responseBegun = true
+            return startTunnel()
+        }
+        if head.status < 200 {
+            toClient += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false)
+            return true
+        }
+        backendKeepsAlive = head.keepAlive
+        let keep = request.keepAlive && head.keepAlive
+        toClient += Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false)
+        responseBegun = true
+        guard head.body != .none else {
+            response = .done
+            return true
+        }
+        guard let pipe = pipe(up: false) else { return failUpstream("the proxy has no pipes left") }
+        response = .body(BodyPump(head.body, from: upstream.fd, to: client, pipe: pipe, refusingWith: 502))
+        return true
+    }
+
+    /// Both the request and its response have been carried: the next request, or the end.
+    private func finish() -> Bool {
+        guard let request else { return false }
+        if !backendKeepsAlive { dropUpstream() }
+        route = nil
+        self.request = nil
+        target = nil
+        if request.keepAlive && backendKeepsAlive {
+            phase = .head
+            deadline = .now + configuration.idleTimeout
+            return true
+        }
+        phase = .ending
+        return true
+    }
+
+    /// The upstream failed: a 502 if nothing of the response has gone out; the end once the
+    /// response that did go out is delivered; else the end at once.
+    private func failUpstream(_ reason: String) -> Bool {
+        dropUpstream()
+        if case .done = response, phase == .forwarding {
+            phase = .ending
+            return true
+        }
+        if responseBegun {
+            close()
+            return false
+        }
+        reply(502, reason, keepAlive: false)
+        return true
+    }
+
+    // MARK: after a 101
+
+    private func startTunnel() -> Bool {
+        guard let upstream, let upPipe = pipe(up: true), let downPipe = pipe(up: false) else {
+            close()
+            return false
+        }
+        core.metrics.add(.tunnels)
+        upFlow = hg_flow(
+            from: client, to: upstream.fd, pipe_read: upPipe.read, pipe_write: upPipe.write, buffered: 0, remaining: -1,
+            moved: 0)
+        downFlow = hg_flow(
+            from: upstream.fd, to: client, pipe_read: downPipe.read, pipe_write: downPipe.write, buffered: 0,
+            remaining: -1, moved: 0)
+        // Dead peers of a quiet tunnel are found by TCP keepalive, not by a timeout.
+        hg_keepalive(client, 60, 10, 6)
+        hg_keepalive(upstream.fd, 60, 10, 6)
+        phase = .tunnel
+        deadline = nil
+        return true
+    }
+
+    private func tunnel() -> Bool {
+        guard flushClient() else { return false }
+        var again = false
+        for direction in 0..<2 {
+            let ended = direction == 0 ? upEnded : downEnded
+            if ended { continue }
+            let state =
+                direction == 0 ? hg_flow_run(&upFlow, upCapacity) : hg_flow_run(&downFlow, downCapacity)
+            switch state {
+            case Int32(HG_FLOW_EOF.rawValue):
+                // A half-close is passed on: the other side may still answer.
+                if direction == 0 {
+                    upEnded = true
+                    _ = hg_shutdown_write(upFlow.to)
+                } else {
+                    downEnded = true
+                    _ = hg_shutdown_write(downFlow.to)
+                }
+            case Int32(HG_FLOW_MORE.rawValue): again = true
+            case Int32(HG_FLOW_READ.rawValue), Int32(HG_FLOW_WRITE.rawValue): break
+            default:
+                close()
+                return false
+            }
+        }
+        if upEnded && downEnded {
+            close()
+            return false
+        }
+        // One side has ended: the other has the idle timeout to end too.
+        if (upEnded || downEnded) && deadline == nil { deadline = .now + configuration.idleTimeout }
+        if again { loop.again.append(self) }
+        return false
+    }
+
+    // MARK: replies of the proxy's own
+
+    /// Answers the request itself. With `keepAlive` the connection then waits for the next
+    /// request; else it ends once the reply is out.
+    func reply(_ status: Int, _ text: String, keepAlive: Bool, location: String? = nil) {
+        core.metrics.answered(status)
+        toClient += Messages.reply(status, text, keepAlive: keepAlive, location: location)
+        request = nil
+        target = nil
+        route = nil
+        headBegun = false
+        if keepAlive {
+            phase = .head
+            deadline = .now + configuration.idleTimeout
+        } else {
+            phase = .ending
+            // Bounded: a client that does not read its reply does not hold the connection.
+            deadline = .now + .seconds(2)
+        }
+    }
+
+    /// Writes what is queued for the client; true once all of it is out.
+    private func flushClient() -> Bool {
+        while toClientSent < toClient.count {
+            let sent = toClient.withUnsafeBufferPointer {
+                hg_send(client, $0.baseAddress! + toClientSent, toClient.count - toClientSent)
+            }
+            if sent == -Int(EAGAIN) { return false }
+            if sent <= 0 {
+                close()
+                return false
+            }
+            toClientSent += sent
+        }
+        toClient.removeAll(keepingCapacity: true)
+        toClientSent = 0
+        return true
+    }
+
+    /// The reply is out: shut the write side, let the client read it, then close (an
+    /// immediate close with unread request bytes would reset the connection and could
+    /// destroy the reply in flight).
+    private func end() -> Bool {
+        guard flushClient() else { return false }
+        if deadline == nil { deadline = .now + .seconds(2) }
+        _ = hg_shutdown_write(client)
+        while true {
+            let read = hg_receive(client, loop.scratch, loop.scratchSize)
+            if read == -Int(EAGAIN) { return false }
+            if read <= 0 { break }
+        }
+        close()
+        return false
+    }
+
+    // MARK: resources
+
+    private func pipe(up isUp: Bool) -> (read: Int32, write: Int32)? {
+        if isUp, let up { return up }
+        if !isUp, let down { return down }
+        var fds: [Int32] = [-1, -1]
+        let capacity = fds.withUnsafeMutableBufferPointer { hg_pipe_open($0.baseAddress, configuration.pipeSize) }
+        guard capacity > 0 else { return nil }
+        let pair = (read: fds[0], write: fds[1])
+        if isUp {
+            up = pair
+            upCapacity = capacity
+        } else {
+            down = pair
+            downCapacity = capacity
+        }
+        return pair
+    }
+
+    func dropUpstream() {
+        guard let current = upstream else { return }
+        Glibc.close(current.fd)
+        upstream = nil
+        toUpstream.removeAll()
+        toUpstreamSent = 0
+        // Bytes left in a pipe belonged to that connection.
+        for pair in [up, down].compactMap({ $0 }) {
+            Glibc.close(pair.read)
+            Glibc.close(pair.write)
+        }
+        up = nil
+        down = nil
+    }
+
+    /// A revocation: the connection ends if it carries what it names; an idle kept-alive
+    /// upstream to an ended backend is dropped.
+    func revoke(_ revocation: Revocation) {
+        if carries(revocation) { return close() }
+        if phase == .head, let upstream, revocation.backends.contains(upstream.backend) { dropUpstream() }
+    }
+
+    /// Is this relay carrying something a revocation names?
+    func carries(_ revocation: Revocation) -> Bool {
+        guard phase == .forwarding || phase == .tunnel || phase == .resolving, let route else { return false }
+        return revocation.backends.contains(route.backend_id) || revocation.grants.contains(route.grant)
+            || (target.map { revocation.tokens.contains($0.token) } ?? false)
+    }
+
+    func close() {
+        guard phase != .closed else { return }
+        if phase == .tunnel {
+            core.metrics.add(.bytesToBackends, Int(upFlow.moved))
+            core.metrics.add(.bytesToClients, Int(downFlow.moved))
+        }
+        phase = .closed
+        dropUpstream()
+        Glibc.close(client)
+        core.metrics.open.subtract(1, ordering: .relaxed)
+        loop.forget(self)
+    }
+}
