@@ -177,6 +177,46 @@ struct EndToEndTests {
         try await stack.stop()
     }
 
+    @Test("the Python REPL example: a session keeps its variables, another key is another process, the code sees the sandbox")
+    func pythonRepl() async throws {
+        let stack = try await ProxyStack()
+        let repl = ProxyStack.example("python-repl")
+        let one = try await stack.client.connect(try stack.request("session-1", program: repl))
+        let two = try await stack.client.connect(try stack.request("session-2", program: repl))
+        let connection = try HTTPExchange(port: stack.proxyPort)
+        let host = stack.cluster.rawValue
+        struct Ran: Decodable {
+            var stdout: String
+            var stderr: String
+            var error: String?
+        }
+        func run(_ session: ConnectResponse, _ code: String, chunked: Bool = false) throws -> Ran {
+            let body = Array(code.utf8)
+            let framing =
+                chunked
+                ? "Transfer-Encoding: chunked\r\n\r\n" + String(body.count, radix: 16) + "\r\n" + code + "\r\n0\r\n\r\n"
+                : "Content-Length: \(body.count)\r\n\r\n" + code
+            try connection.send("POST \(ProxyStack.path(of: session))run HTTP/1.1\r\nHost: \(host)\r\n" + framing)
+            let answer = try connection.response()
+            guard answer.status == 200 else { throw TestFailure("\(answer.status): \(answer.body)") }
+            return try JSONDecoder().decode(Ran.self, from: Data(answer.body.utf8))
+        }
+        #expect(try run(one, "x = 6 * 7").error == nil)
+        #expect(try run(one, "x").stdout == "42\n", "the session keeps its variables")
+        #expect(try run(one, "print(x + 1)", chunked: true).stdout == "43\n", "a chunked body through the proxy")
+        #expect(try run(two, "x").error?.contains("NameError") == true, "another key is another process")
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, 255)
+        let inside = try run(one, "import os, socket; print(os.getuid(), socket.gethostname() != '\(String(cString: name))')")
+        #expect(inside.stdout == "0 True\n", "root inside, the sandbox's own hostname: \(inside)")
+        let egress = try run(
+            one,
+            "import socket\ntry:\n socket.create_connection(('127.0.0.1', \(stack.proxyPort)), timeout=1)\n print('reached')\n"
+                + "except OSError as e:\n print(type(e).__name__)")
+        #expect(egress.stdout == "ConnectionRefusedError\n", "the host's proxy port is not on the sandbox's loopback: \(egress)")
+        try await stack.stop()
+    }
+
     @Test("a revoked token is refused at once, and its open WebSocket is closed")
     func revokedToken() async throws {
         let stack = try await ProxyStack()

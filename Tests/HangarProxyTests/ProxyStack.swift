@@ -61,12 +61,14 @@ final class ProxyStack: Sendable {
         try await eventually("the proxy is ready") { (try? ProxyStack.get(port: self.proxyPort, "/ready").status) == 200 }
     }
 
-    /// The collaborative-document example's source.
-    static let collabServer: String = {
+    /// An example's server source (examples/NAME/server.py).
+    static func example(_ name: String) -> String {
         var path = #filePath
         for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        return readFile(path + "/examples/collab/server.py") ?? ""
-    }()
+        return readFile(path + "/examples/\(name)/server.py") ?? ""
+    }
+
+    static let collabServer = example("collab")
 
     /// A connect for `key` running the collab example (ready once port 8080 answers), or
     /// another Python program.

@@ -87,9 +87,18 @@ public final class HangarProcess: Sendable {
             throw TestFailure("posix_spawn \(path): errno \(spawned)")
         }
         let process = HangarProcess(pid: pid, stdout: out.read, stderr: err.read)
+        _ = killedAtExit
         running.withLock { $0[pid] = process }
         return process
     }
+
+    /// Whatever is still running when the test process exits is killed: a drone orphaned
+    /// by a failed test would keep its sandboxes, and the next run would find them.
+    private static let killedAtExit: Void = {
+        atexit {
+            for pid in HangarProcess.running.withLock({ Array($0.keys) }) { kill(pid, SIGKILL) }
+        }
+    }()
 
     /// Processes started and not yet finished.
     private static let running = Mutex<[pid_t: HangarProcess]>([:])
