@@ -96,9 +96,21 @@ struct ControllerCommand: AsyncParsableCommand {
             _ = line.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
         }
         let group = ServiceGroup(
-            services: [app, ControllerSweeps(controller)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: boundedShutdown(
+                ServiceGroupConfiguration(
+                    services: [app, ControllerSweeps(controller)], gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger)))
         try await group.run()
     }
+}
+
+/// A service group whose shutdown is bounded: what has not drained 10 s after the signal
+/// (a client that keeps a stream open) is cancelled, and 5 s later the group ends anyway.
+func boundedShutdown(_ configuration: ServiceGroupConfiguration) -> ServiceGroupConfiguration {
+    var configuration = configuration
+    configuration.maximumGracefulShutdownDuration = .seconds(10)
+    configuration.maximumCancellationDuration = .seconds(5)
+    return configuration
 }
 
 /// "host:port" split, or a clear error naming the option.

@@ -106,8 +106,10 @@ struct DevCommand: AsyncParsableCommand {
             _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
         }
         let group = ServiceGroup(
-            services: [app, ControllerSweeps(controller), DroneLinkService(link: link), entry],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: boundedShutdown(
+                ServiceGroupConfiguration(
+                    services: [app, ControllerSweeps(controller), DroneLinkService(link: link), entry],
+                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
         try await group.run()
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }

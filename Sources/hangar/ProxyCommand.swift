@@ -82,7 +82,9 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         let line = "hangar proxy: listening on http://\(host):\(proxy.port) (cluster \(cluster)), controller \(controller)\n"
         _ = line.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
-        let group = ServiceGroup(services: [proxy], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(
+            configuration: boundedShutdown(
+                ServiceGroupConfiguration(services: [proxy], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
         try await group.run()
     }
 }
