@@ -156,7 +156,7 @@ let package = Package(
         ),
         .target(
             name: "HangarTestSupport",
-            dependencies: ["HangarCore", "HangarSandbox"],
+            dependencies: ["CShims", "HangarCore", "HangarSandbox"],
             path: "Tests/HangarTestSupport",
             swiftSettings: strictness
         ),

@@ -27,10 +27,6 @@ int hg_epoll_add(int epoll, int fd, uint32_t events, uint64_t data) {
     return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) < 0 ? -errno : 0;
 }
 
-int hg_epoll_remove(int epoll, int fd) {
-    return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
-}
-
 int hg_epoll_wait(int epoll, struct hg_event *events, int max, int timeout_ms) {
     struct epoll_event raw[256];
     if (max > 256) max = 256;
@@ -43,8 +39,7 @@ int hg_epoll_wait(int epoll, struct hg_event *events, int max, int timeout_ms) {
     return n;
 }
 
-const uint32_t hg_epoll_in = EPOLLIN, hg_epoll_out = EPOLLOUT, hg_epoll_rdhup = EPOLLRDHUP,
-               hg_epoll_hup = EPOLLHUP, hg_epoll_err = EPOLLERR, hg_epoll_et = EPOLLET,
+const uint32_t hg_epoll_in = EPOLLIN, hg_epoll_out = EPOLLOUT, hg_epoll_rdhup = EPOLLRDHUP, hg_epoll_et = EPOLLET,
                hg_epoll_exclusive = EPOLLEXCLUSIVE;
 
 int hg_pipe_open(int fds[2], int size) {
@@ -61,10 +56,10 @@ int hg_pipe_open(int fds[2], int size) {
     return capacity;
 }
 
-int hg_listen_tcp4(const char *address, uint16_t port, int backlog, uint16_t *bound) {
+int hg_listen_tcp4(const char *address, uint16_t port, int backlog, int nonblocking, uint16_t *bound) {
     struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (inet_pton(AF_INET, address, &in.sin_addr) != 1) return -EINVAL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
     if (fd < 0) return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -95,10 +90,10 @@ int hg_accept_nonblocking(int listener, char *peer, size_t peer_size) {
     return fd;
 }
 
-int hg_connect_tcp4(const char *address, uint16_t port) {
+int hg_connect_tcp4(const char *address, uint16_t port, int nonblocking) {
     struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (inet_pton(AF_INET, address, &in.sin_addr) != 1) return -EINVAL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
     if (fd < 0) return -errno;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -108,13 +103,6 @@ int hg_connect_tcp4(const char *address, uint16_t port) {
         return err;
     }
     return fd;
-}
-
-int hg_socket_error(int fd) {
-    int err = 0;
-    socklen_t length = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &length) < 0) return -errno;
-    return -err;
 }
 
 long hg_peek(int fd, uint8_t *buffer, size_t size) {

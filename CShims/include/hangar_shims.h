@@ -275,24 +275,22 @@ struct hg_event {
     uint32_t unused;
 };
 
-extern const uint32_t hg_epoll_in, hg_epoll_out, hg_epoll_rdhup, hg_epoll_hup, hg_epoll_err, hg_epoll_et,
-    hg_epoll_exclusive;
+extern const uint32_t hg_epoll_in, hg_epoll_out, hg_epoll_rdhup, hg_epoll_et, hg_epoll_exclusive;
 
 int hg_epoll_create(void);
 int hg_epoll_add(int epoll, int fd, uint32_t events, uint64_t data);
-int hg_epoll_remove(int epoll, int fd);
 /// epoll_wait into `events` (at most 256): how many, or a negative errno.
 int hg_epoll_wait(int epoll, struct hg_event *events, int max, int timeout_ms);
 /// A non-blocking, close-on-exec pipe of about `size` bytes: its capacity, or a negative errno.
 int hg_pipe_open(int fds[2], int size);
-/// A non-blocking IPv4 listener; the port it got in *bound.
-int hg_listen_tcp4(const char *address, uint16_t port, int backlog, uint16_t *bound);
+/// An IPv4 listener (SO_REUSEADDR, close-on-exec; non-blocking if asked); the port it got in
+/// *bound. The fd, or a negative errno (-EINVAL: not an IPv4 address).
+int hg_listen_tcp4(const char *address, uint16_t port, int backlog, int nonblocking, uint16_t *bound);
 /// accept4, non-blocking and close-on-exec, TCP_NODELAY; the peer's address as text in `peer`.
 int hg_accept_nonblocking(int listener, char *peer, size_t peer_size);
-/// A non-blocking connect (TCP_NODELAY): the fd, its connection maybe still in progress.
-int hg_connect_tcp4(const char *address, uint16_t port);
-/// SO_ERROR as a negative errno (0: connected).
-int hg_socket_error(int fd);
+/// A connection to an IPv4 address (close-on-exec, TCP_NODELAY). Non-blocking: the fd, its
+/// connection maybe still in progress; blocking: connected. Or a negative errno.
+int hg_connect_tcp4(const char *address, uint16_t port, int nonblocking);
 /// recv(MSG_PEEK|MSG_DONTWAIT), recv(MSG_DONTWAIT), send(MSG_DONTWAIT|MSG_NOSIGNAL): bytes, 0 at
 /// EOF (not for send), or a negative errno (-EAGAIN: would block).
 long hg_peek(int fd, uint8_t *buffer, size_t size);
@@ -331,6 +329,7 @@ int hg_flow_run(struct hg_flow *flow, int32_t capacity);
 /// Relaxed atomic access to a value the pump writes.
 static inline int64_t hg_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void hg_atomic_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void hg_atomic_add_i64(int64_t *p, int64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
 // ---- seccomp (seccomp.c) ---------------------------------------------------
 

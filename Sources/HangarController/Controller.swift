@@ -68,7 +68,7 @@ public struct ControllerConfiguration: Sendable {
             throw .badRequest("token-lifetime (\(tokenLifetime)) must be 1 second to 365 days")
         }
         for (option, url) in [("public-url", publicURL), ("forward-auth", forwardAuth)] {
-            if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.utf8.count > 2048 {
+            if let url, !isHTTPURL(url) || url.utf8.count > 2048 {
                 throw .badRequest("\(option): an http:// or https:// URL, got \"\(url.prefix(64))\"")
             }
         }
@@ -148,7 +148,7 @@ public final class Controller: Sendable {
             try? await Task.sleep(for: configuration.sweepInterval)
             do {
                 let lost = try await store.markLost(silentFor: configuration.lostAfter.milliseconds)
-                announceEnds(lost + (try await store.expireLeases()))
+                announce(lost + (try await store.expireLeases()))
                 // Revocations of tokens that have expired since go, a bounded number per sweep.
                 _ = try await store.deleteExpiredRevocations(limit: 10_000)
                 if !lost.isEmpty {
@@ -172,11 +172,12 @@ public final class Controller: Sendable {
         }
     }
 
-    /// Backends the store ended by itself (lost, key expired): their followers hear of it,
-    /// and every proxy drops their routes (one message for all).
-    func announceEnds(_ events: [StatusEvent]) {
+    /// Recorded status events: their followers hear of them, and every proxy drops the
+    /// routes of the backends that ended (one message for all; the store deleted their grants).
+    func announce(_ events: [StatusEvent]) {
         for event in events { feed.publish(event) }
-        if !events.isEmpty { proxies.broadcast(.revoked(Revocation(backends: events.map(\.backend.rawValue)))) }
+        let ended = events.filter { $0.status == .terminated }.map(\.backend.rawValue)
+        if !ended.isEmpty { proxies.broadcast(.revoked(Revocation(backends: ended))) }
     }
 
     /// What signs connection tokens, with the store's key (read once).

@@ -95,11 +95,11 @@ extension Controller {
         do {
             try await store.registerDrone(
                 DroneRegistration(
-                    name: name, cluster: cluster, pool: pool, capacityBackends: max(0, hello.capacity_backends),
+                    name: name, cluster: cluster, pool: pool, capacityBackends: hello.capacity_backends,
                     capacityMemory: hello.capacity_memory, ingress: hello.ingress))
             // What it no longer runs is lost; the rest keeps its keys.
             let running = Set(hello.backends.compactMap { try? BackendID($0) })
-            announceEnds(try await store.markLost(drone: name, except: running))
+            announce(try await store.markLost(drone: name, except: running))
             _ = try await store.heartbeat(name, renewingLeasesFor: lease)
         } catch {
             logger.error("registering a drone failed", metadata: ["error": "\(error)"])
@@ -211,11 +211,7 @@ extension Controller {
                     backend: id, status: status, reason: report.reason.flatMap(TerminationReason.init(rawValue:)),
                     exitCode: report.exit_code))
         }
-        let events = try await store.recordStatuses(changes, from: drone)
-        for event in events { feed.publish(event) }
-        // Ended backends' tokens lead nowhere now (the store deleted their grants).
-        let ended = events.filter { $0.status == .terminated }.map(\.backend.rawValue)
-        if !ended.isEmpty { proxies.broadcast(.revoked(Revocation(backends: ended))) }
+        announce(try await store.recordStatuses(changes, from: drone))
     }
 
     static func decode<Message: Decodable>(_ frame: WebSocketMessage) throws -> Message {

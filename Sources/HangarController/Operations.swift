@@ -43,16 +43,17 @@ extension Controller {
             let backend = request.backend_id
             guard try await store.backend(backend) != nil else { throw ControllerError(.notFound, "no backend \(backend)") }
             if let token = request.token {
-                // A static token goes with its grant; a signed one is refused until it expires.
-                if let grant = try await store.grant(staticToken: token), grant.backend == backend {
+                guard let (grant, expiresAt) = try await grant(of: token, signer: signer), grant.backend == backend else {
+                    return RevokeResponse(revoked: 0)
+                }
+                // A signed token is refused until it expires; a static one goes with its grant.
+                if let expiresAt {
+                    guard try await store.revokeToken(token, expiresAt: expiresAt) else { return RevokeResponse(revoked: 0) }
+                    proxies.broadcast(.revoked(Revocation(tokens: [token])))
+                } else {
                     let ids = try await store.revokeGrants(of: backend, user: nil, id: grant.id)
                     proxies.broadcast(.revoked(Revocation(tokens: [token], grants: ids)))
-                    return RevokeResponse(revoked: 1)
                 }
-                guard let (grantID, expiresAt) = signer.verify(token), expiresAt > wallClockMilliseconds(),
-                    try await store.grant(grantID)?.backend == backend, try await store.revokeToken(token, expiresAt: expiresAt)
-                else { return RevokeResponse(revoked: 0) }
-                proxies.broadcast(.revoked(Revocation(tokens: [token])))
                 return RevokeResponse(revoked: 1)
             }
             let ids = try await store.revokeGrants(of: backend, user: request.user, id: nil)

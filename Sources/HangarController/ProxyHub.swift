@@ -94,25 +94,27 @@ extension Controller {
         }
     }
 
+    /// The grant a token names and when the token expires (nil: a static token), unless it
+    /// is not this controller's, has expired or was revoked, or its grant is gone.
+    func grant(of token: String, signer: TokenSigner) async throws -> (AccessGrant, expiresAt: Int64?)? {
+        if token.hasPrefix("s.") {
+            guard token.utf8.count <= 64, let grant = try await store.grant(staticToken: token) else { return nil }
+            return (grant, nil)
+        }
+        guard let (id, expiry) = signer.verify(token), expiry > wallClockMilliseconds(), try await !store.isRevoked(token),
+            let grant = try await store.grant(id)
+        else { return nil }
+        return (grant, expiry)
+    }
+
     /// Where a token leads: a live backend of `cluster`, its drone's ingress, and who
     /// connects. Nil for a token this controller did not sign (or a static token it does
     /// not know), one that has expired or was revoked, one whose grant or backend is gone,
     /// or one of another cluster's backend.
     func route(_ token: String, cluster: ClusterName) async throws -> ProxyRoute? {
         let signer = try await tokenSigner()
-        let grant: AccessGrant
-        var expiresAt: Int64?
-        if token.hasPrefix("s.") {
-            guard token.utf8.count <= 64, let found = try await store.grant(staticToken: token) else { return nil }
-            grant = found
-        } else {
-            guard let (id, expiry) = signer.verify(token), expiry > wallClockMilliseconds(),
-                try await !store.isRevoked(token), let found = try await store.grant(id)
-            else { return nil }
-            grant = found
-            expiresAt = expiry
-        }
-        guard let backend = try await store.backend(grant.backend), backend.status < .terminated,
+        guard let (grant, expiresAt) = try await grant(of: token, signer: signer),
+            let backend = try await store.backend(grant.backend), backend.status < .terminated,
             backend.cluster == cluster
         else { return nil }
         let ingress = try await store.drone(backend.drone)?.registration.ingress

@@ -73,9 +73,3 @@ struct TokenSigner: Sendable {
         bytes.reduce(0) { $0 << 8 | Int64($1) }
     }
 }
-
-/// Equal bytes, in a time that does not depend on where they differ.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
-}

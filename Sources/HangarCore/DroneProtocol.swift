@@ -46,19 +46,11 @@ public struct DroneHello: Codable, Sendable, Equatable {
     }
 
     /// What is wrong with it, if anything, beyond its names (which their types check):
-    /// proxies will connect to `ingress`, so it must be an address and a port.
+    /// proxies will dial `ingress`, so it must be an IPv4 address and a port.
     public var problem: String? {
         if capacity_backends < 0 { return "capacity_backends: must not be negative, got \(capacity_backends)" }
-        guard let ingress else { return nil }
-        let bad = "ingress: expected address:port, got \"\(ingress.prefix(64))\""
-        guard let colon = ingress.lastIndex(of: ":"), ingress.utf8.count <= 261,
-            let port = Int(ingress[ingress.index(after: colon)...]), (1...65535).contains(port)
-        else { return bad }
-        let host = ingress[..<colon]
-        let allowed = host.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-:[]".unicodeScalars.contains($0)
-        }
-        return !host.isEmpty && allowed ? nil : bad
+        guard let ingress, IPv4Endpoint(ingress) == nil else { return nil }
+        return "ingress: expected IPv4-address:port, got \"\(ingress.prefix(64))\""
     }
 }
 

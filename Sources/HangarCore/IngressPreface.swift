@@ -61,7 +61,7 @@ public enum IngressPreface {
         guard abs(now - stamp) <= window else { return .failure(.expired) }
         let expected = Array(hex(mac(backend: String(fields[2]), time: stamp, secret: secret)).utf8)
         let given = Array(fields[4].utf8)
-        guard given.count == expected.count, hg_equal_constant_time(given, expected, given.count) == 1 else {
+        guard constantTimeEqual(given, expected) else {
             return .failure(.badSignature)
         }
         return .success(id)

@@ -230,8 +230,11 @@ public final class ControllerLink: Sendable {
         logger[metadataKey: "backend.id"] = "\(id)"
         switch order.kind {
         case "spawn":
-            owned.withLock { _ = $0.insert(id) }
-            if drone.backend(id) != nil || (try? drone.store?.backend(id)) != nil { return }  // taken before
+            if drone.backend(id) != nil {  // taken before
+                owned.withLock { _ = $0.insert(id) }
+                return
+            }
+            if (try? drone.store?.backend(id)) != nil { return }  // taken by an earlier run: recorded lost
             guard let spawn = order.spawn else {
                 drone.store?.recordRefused(id: id, key: "", image: "")
                 return logger.error("a spawn action without what to spawn")
@@ -248,6 +251,7 @@ public final class ControllerLink: Sendable {
                         fencing_token: UInt64(max(1, spawn.fencing_token))))
                 request.namespace = try NamespaceName(spawn.namespace)
                 _ = try drone.spawn(request, id: id)
+                owned.withLock { _ = $0.insert(id) }
             } catch {
                 logger.error("spawn refused", metadata: ["error": "\(error)"])
                 drone.store?.recordRefused(id: id, key: spawn.key, image: spawn.executable.image.rawValue)
@@ -267,8 +271,10 @@ public final class ControllerLink: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(200))
             // Backends the drone has forgotten need no guard (and are not kept for ever).
+            // An id joins `owned` only once the drone has its backend, so a snapshot taken
+            // under the lock never drops a backend that is being spawned.
             let ids = owned.withLock { set in
-                set = set.filter { drone.backend($0) != nil }
+                set.formIntersection(drone.allBackends.map(\.id))
                 return set
             }
             let (validUntil, seconds) = lease.withLock { ($0.validUntil, $0.seconds) }

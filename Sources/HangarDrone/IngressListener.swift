@@ -34,31 +34,16 @@ public final class IngressListener: Sendable {
         self.logger = logger
         self.appearWithin = appearWithin
         self.readyWithin = readyWithin
-        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw DroneError("ingress socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var sockaddress = sockaddr_in()
-        sockaddress.sin_family = sa_family_t(AF_INET)
-        sockaddress.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, address, &sockaddress.sin_addr) == 1 else {
-            Glibc.close(fd)
-            throw DroneError("ingress address \(address) is not an IPv4 address")
-        }
-        let bound = withUnsafePointer(to: &sockaddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 512) == 0 else {
-            let err = errno
-            Glibc.close(fd)
-            throw DroneError("ingress on \(address):\(port): \(String(cString: strerror(err)))")
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &sockaddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        var bound: UInt16 = 0
+        let fd = hg_listen_tcp4(address, port, 512, 0, &bound)
+        guard fd >= 0 else {
+            throw DroneError(
+                fd == -EINVAL
+                    ? "ingress address \(address) is not an IPv4 address"
+                    : "ingress on \(address):\(port): \(String(cString: strerror(-fd)))")
         }
         socket = fd
-        self.port = UInt16(bigEndian: sockaddress.sin_port)
+        self.port = bound
         guard startThread({ [self] in acceptLoop() }) == 0 else {
             Glibc.close(fd)
             throw DroneError("the ingress accept thread")
@@ -203,5 +188,22 @@ public final class IngressListener: Sendable {
             for _ in 0..<16 where read(client, &sink, sink.count) > 0 {}
         }
         Glibc.close(client)
+    }
+}
+
+extension IngressPreface {
+    /// The drone's answer read from a blocking socket a byte at a time (nothing after it is
+    /// consumed), as `answer` reads it; nil also when the connection ends first.
+    public static func readAnswer(from fd: Int32) -> IngressRefusal?? {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while line.count < 256 {
+            let n = read(fd, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            guard n == 1 else { return nil }
+            if byte == 10 { return answer(line) }
+            line.append(byte)
+        }
+        return nil
     }
 }

@@ -1,7 +1,27 @@
 import CShims
 import Glibc
 
-/// One message body on its way from one socket to another, moved with splice and never
+/// A pipe for splice: its two ends and what it holds at most.
+struct Pipe {
+    var read: Int32
+    var write: Int32
+    var capacity: Int32
+
+    /// A new pipe of about `size` bytes, or nil (out of descriptors).
+    init?(size: Int32) {
+        var fds: [Int32] = [-1, -1]
+        let capacity = fds.withUnsafeMutableBufferPointer { hg_pipe_open($0.baseAddress, size) }
+        guard capacity > 0 else { return nil }
+        (read, write, self.capacity) = (fds[0], fds[1], capacity)
+    }
+
+    func close() {
+        Glibc.close(read)
+        Glibc.close(write)
+    }
+}
+
+/// One message body (or, until the source ends, one direction of a tunnel) on its way from one socket to another, moved with splice and never
 /// read, except a chunked body's size lines, which are peeked at (left in the socket, then
 /// spliced on with the data) so that the proxy knows where the body ends.
 struct BodyPump {
@@ -19,15 +39,17 @@ struct BodyPump {
     }
 
     var flow: hg_flow
+    let capacity: Int32
     var framer: ChunkedFramer?
     /// Chunk data in the flow now, reported to the framer once moved.
     var passing: Int64 = 0
     /// The body ends when the source does (a response without a length).
     let untilEnd: Bool
 
-    init(_ framing: BodyFraming, from: Int32, to: Int32, pipe: (read: Int32, write: Int32), refusingWith status: Int) {
+    init(_ framing: BodyFraming, from: Int32, to: Int32, pipe: Pipe, refusingWith status: Int) {
         flow = hg_flow(
             from: from, to: to, pipe_read: pipe.read, pipe_write: pipe.write, buffered: 0, remaining: 0, moved: 0)
+        capacity = pipe.capacity
         untilEnd = framing == .untilClose
         switch framing {
         case .none: break
@@ -40,7 +62,7 @@ struct BodyPump {
     /// Bytes written to the destination so far.
     var moved: Int64 { flow.moved }
 
-    mutating func run(capacity: Int32, scratch: UnsafeMutablePointer<UInt8>) -> Outcome {
+    mutating func run(scratch: UnsafeMutablePointer<UInt8>) -> Outcome {
         while true {
             if flow.remaining != 0 || flow.buffered > 0 {
                 switch hg_flow_run(&flow, capacity) {

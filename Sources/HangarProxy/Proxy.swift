@@ -33,7 +33,7 @@ public final class Proxy: Service {
         let core = ProxyCore(configuration: configuration, routes: routes)
         self.core = core
         var bound: UInt16 = 0
-        let listener = hg_listen_tcp4(configuration.address, configuration.port, 4096, &bound)
+        let listener = hg_listen_tcp4(configuration.address, configuration.port, 4096, 1, &bound)
         guard listener >= 0 else {
             throw ProxyError(
                 "listening on \(configuration.address):\(configuration.port): \(String(cString: strerror(-listener)))")

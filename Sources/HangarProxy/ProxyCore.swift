@@ -1,3 +1,4 @@
+import CShims
 import HangarCore
 import Synchronization
 
@@ -43,6 +44,9 @@ public struct ProxyConfiguration: Sendable {
     public func validate() throws(ProxyError) {
         guard ingressSecret.count >= 16 else { throw ProxyError("the ingress secret must be at least 16 bytes") }
         guard (1...64).contains(loops) else { throw ProxyError("loops: from 1 to 64, got \(loops)") }
+        guard IPv4Endpoint("\(address):1") != nil else {
+            throw ProxyError("address: an IPv4 address to listen on, got \"\(address.prefix(64))\"")
+        }
         for (name, value) in [
             ("head timeout", headTimeout), ("idle timeout", idleTimeout), ("lookup timeout", lookupTimeout),
             ("ready timeout", readyTimeout),
@@ -52,7 +56,7 @@ public struct ProxyConfiguration: Sendable {
             }
         }
         if let rootRedirect {
-            guard rootRedirect.hasPrefix("http://") || rootRedirect.hasPrefix("https://"),
+            guard isHTTPURL(rootRedirect),
                 !rootRedirect.contains(where: { $0 == "\r" || $0 == "\n" || $0 == " " })
             else { throw ProxyError("root redirect: an http(s) URL, got \"\(rootRedirect.prefix(80))\"") }
         }
@@ -73,7 +77,7 @@ final class ProxyCore: Sendable {
 }
 
 /// The proxy's counters (Prometheus text from `render`).
-public final class ProxyMetrics: Sendable {
+public final class ProxyMetrics: @unchecked Sendable {
     public enum Counter: Int, CaseIterable, Sendable {
         case connections, requests, tunnels, refusedConnections, acceptFailures, bytesToBackends, bytesToClients
         case upstreamConnections
@@ -92,12 +96,21 @@ public final class ProxyMetrics: Sendable {
         }
     }
 
-    private let counters = Mutex([Int](repeating: 0, count: Counter.allCases.count))
+    /// One atomic per counter, in `Counter` order: the loops count without a shared lock
+    /// (hence @unchecked Sendable: every access is atomic).
+    private let counters: UnsafeMutablePointer<Int64>
     private let statuses = Mutex([Int: Int]())
     let open = Atomic<Int>(0)
 
+    init() {
+        counters = .allocate(capacity: Counter.allCases.count)
+        counters.initialize(repeating: 0, count: Counter.allCases.count)
+    }
+
+    deinit { counters.deallocate() }
+
     func add(_ counter: Counter, _ amount: Int = 1) {
-        counters.withLock { $0[counter.rawValue] += amount }
+        hg_atomic_add_i64(counters + counter.rawValue, Int64(amount))
     }
 
     func answered(_ status: Int) {
@@ -105,7 +118,7 @@ public final class ProxyMetrics: Sendable {
     }
 
     /// A counter's value now.
-    public func value(_ counter: Counter) -> Int { counters.withLock { $0[counter.rawValue] } }
+    public func value(_ counter: Counter) -> Int { Int(hg_atomic_load_i64(counters + counter.rawValue)) }
 
     /// Responses the proxy made itself (errors, redirects, /ready), by status.
     public var ownResponses: [Int: Int] { statuses.withLock { $0 } }
@@ -116,9 +129,8 @@ public final class ProxyMetrics: Sendable {
     /// Prometheus text.
     public func render() -> String {
         var text = ""
-        let values = counters.withLock { $0 }
         for counter in Counter.allCases {
-            text += "# TYPE \(counter.name) counter\n\(counter.name) \(values[counter.rawValue])\n"
+            text += "# TYPE \(counter.name) counter\n\(counter.name) \(value(counter))\n"
         }
         text += "# TYPE hangar_proxy_open_connections gauge\nhangar_proxy_open_connections \(openConnections)\n"
         text += "# TYPE hangar_proxy_own_responses_total counter\n"

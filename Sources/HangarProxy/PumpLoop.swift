@@ -34,6 +34,8 @@ final class PumpLoop: @unchecked Sendable {
     let scratch: UnsafeMutablePointer<UInt8>
     let scratchSize: Int
     private var lastSweep = ContinuousClock.now
+    /// The time read once per wake-up: what relays measure their deadlines from.
+    private(set) var now = ContinuousClock.now
 
     init(core: ProxyCore, listener: Int32) throws(ProxyError) {
         self.core = core
@@ -97,6 +99,7 @@ final class PumpLoop: @unchecked Sendable {
             let timeout: Int32 = again.isEmpty ? 250 : 0
             let count = events.withUnsafeMutableBufferPointer { hg_epoll_wait(epoll, $0.baseAddress, 256, timeout) }
             if count < 0 && count != -EINTR { break }
+            now = .now
             for index in 0..<max(0, Int(count)) {
                 let tag = events[index].data
                 switch tag {
@@ -111,7 +114,6 @@ final class PumpLoop: @unchecked Sendable {
                 again.removeAll(keepingCapacity: true)
                 for relay in due { relay.drive() }
             }
-            let now = ContinuousClock.now
             if now - lastSweep >= .milliseconds(250) {
                 lastSweep = now
                 for relay in relays.values { relay.checkDeadline(now) }

@@ -41,6 +41,37 @@ final class Relay: @unchecked Sendable {
         var answered: Bool
     }
 
+    /// Bytes the proxy wrote itself (a preface, a head, a reply), queued for one socket.
+    struct Outbox {
+        var bytes: [UInt8] = []
+        var sent = 0
+
+        var isEmpty: Bool { sent == bytes.count }
+
+        /// Sends what it can: true once all is out, false when the socket would block;
+        /// throws the errno of a failed send.
+        mutating func flush(to fd: Int32) throws(Errno) -> Bool {
+            while sent < bytes.count {
+                let n = bytes.withUnsafeBufferPointer { hg_send(fd, $0.baseAddress! + sent, bytes.count - sent) }
+                if n == -Int(EAGAIN) { return false }
+                guard n > 0 else { throw Errno(Int32(-n)) }
+                sent += n
+            }
+            clear()
+            return true
+        }
+
+        mutating func clear() {
+            bytes.removeAll(keepingCapacity: true)
+            sent = 0
+        }
+    }
+
+    struct Errno: Error {
+        var code: Int32
+        init(_ code: Int32) { self.code = code }
+    }
+
     let id: UInt64
     let client: Int32
     let peer: String
@@ -55,15 +86,15 @@ final class Relay: @unchecked Sendable {
 
     var request: RequestHead?
     var target: RoutedTarget?
+    /// The label in front of the cluster in the request's Host (nil: the cluster itself).
+    var subdomain: String?
     var route: ProxyRoute?
     /// Counts route lookups, so that a late answer to an abandoned one is ignored.
     var lookups = 0
     var upstream: Upstream?
 
-    var toUpstream: [UInt8] = []
-    var toUpstreamSent = 0
-    var toClient: [UInt8] = []
-    var toClientSent = 0
+    var toUpstream = Outbox()
+    var toClient = Outbox()
     var requestBody: BodyPump?
     var requestSent = false
     var response = Response.head
@@ -71,15 +102,19 @@ final class Relay: @unchecked Sendable {
     var responseBegun = false
     var backendKeepsAlive = true
 
-    var up: (read: Int32, write: Int32)?
-    var down: (read: Int32, write: Int32)?
-    var upCapacity: Int32 = 0
-    var downCapacity: Int32 = 0
-    /// Tunnel flows, and which have ended.
-    var upFlow = hg_flow()
-    var downFlow = hg_flow()
-    var upEnded = false
-    var downEnded = false
+    /// Client to backend, backend to client; made at first use, kept while they are empty.
+    var up: Pipe?
+    var down: Pipe?
+    /// After a 101, each direction until its source ends (nil: ended).
+    var tunnelUp: BodyPump?
+    var tunnelDown: BodyPump?
+
+    /// A reply of the proxy's own keeps the connection only for a request without a body
+    /// or an upgrade (the body would be left unread).
+    var canKeepAfterReply: Bool {
+        guard let request else { return false }
+        return request.keepAlive && request.body == .none && request.upgrade == nil
+    }
 
     init(id: UInt64, client: Int32, peer: String, loop: PumpLoop) {
         self.id = id
@@ -87,7 +122,7 @@ final class Relay: @unchecked Sendable {
         self.peer = peer
         self.loop = loop
         loop.core.metrics.open.add(1, ordering: .relaxed)
-        deadline = .now + loop.core.configuration.headTimeout
+        deadline = loop.now + loop.core.configuration.headTimeout
     }
 
     // MARK: driving
@@ -96,7 +131,7 @@ final class Relay: @unchecked Sendable {
         // Any event while a request is carried counts as activity (the drone's answer has
         // its own bound); a carried request silent for the idle timeout ends.
         if phase == .forwarding, upstream?.answered == true {
-            deadline = .now + configuration.idleTimeout
+            deadline = loop.now + configuration.idleTimeout
         }
         var progress = true
         while progress {
@@ -151,7 +186,7 @@ final class Relay: @unchecked Sendable {
             guard let end = try HeadParser.end(of: bytes, limits: configuration.headLimits) else {
                 if !headBegun {
                     headBegun = true
-                    deadline = .now + configuration.headTimeout
+                    deadline = loop.now + configuration.headTimeout
                 }
                 return false
             }
@@ -172,8 +207,7 @@ final class Relay: @unchecked Sendable {
         deadline = nil
         request = head
         route = nil
-        // A reply before the body is read cannot keep the connection.
-        let canKeep = head.keepAlive && head.body == .none && head.upgrade == nil
+        let canKeep = canKeepAfterReply
         let path = head.target.prefix { $0 != "?" }
         if path == "/ready" {
             let ready = core.routes.isConnected
@@ -189,10 +223,11 @@ final class Relay: @unchecked Sendable {
             return reply(400, "no token in the path (expected /TOKEN/...)", keepAlive: canKeep)
         }
         guard let host = head.host else { return reply(400, "no Host field", keepAlive: canKeep) }
-        guard ClusterHost.subdomain(of: host, cluster: configuration.cluster.rawValue) != nil else {
+        guard let label = ClusterHost.subdomain(of: host, cluster: configuration.cluster.rawValue) else {
             return reply(403, "this Host is not served here", keepAlive: canKeep)
         }
         self.target = target
+        subdomain = label
         lookups += 1
         let lookup = lookups
         let loop = self.loop
@@ -206,7 +241,7 @@ final class Relay: @unchecked Sendable {
             routed(found, lookup: lookup)
         } else {
             phase = .resolving
-            deadline = .now + configuration.lookupTimeout
+            deadline = loop.now + configuration.lookupTimeout
         }
     }
 
@@ -216,11 +251,13 @@ final class Relay: @unchecked Sendable {
     private func routed(_ answer: RouteAnswer, lookup: Int) {
         guard lookup == lookups, phase == .head || phase == .resolving, let head = request, let target else { return }
         deadline = nil
-        let canKeep = head.keepAlive && head.body == .none && head.upgrade == nil
+        let canKeep = canKeepAfterReply
         let route: ProxyRoute
         switch answer {
         case .unavailable:
             return reply(503, "the proxy is not connected to the controller", keepAlive: canKeep)
+        case .busy:
+            return reply(503, "the proxy has too many route lookups in flight", keepAlive: canKeep)
         case .gone:
             return reply(
                 410, "this token leads to no backend (unknown, expired or revoked, or its backend has ended)",
@@ -228,25 +265,23 @@ final class Relay: @unchecked Sendable {
         case .route(let found):
             route = found
         }
-        if let wanted = route.subdomain,
-            ClusterHost.subdomain(of: head.host ?? "", cluster: configuration.cluster.rawValue) != .some(wanted)
-        {
+        if let wanted = route.subdomain, subdomain != wanted {
             return reply(403, "this backend is served only on its own subdomain", keepAlive: canKeep)
         }
         self.route = route
         guard connectUpstream(route), let upstream else { return }
         requestBody = nil
         if head.body != .none {
-            guard let pipe = pipe(up: true) else {
+            guard let pipe = pipe(&up) else {
                 dropUpstream()
                 return reply(503, "the proxy is out of pipes", keepAlive: false)
             }
             requestBody = BodyPump(head.body, from: client, to: upstream.fd, pipe: pipe, refusingWith: 400)
         }
-        toUpstream += Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme)
+        toUpstream.bytes += Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme)
         requestSent = false
         response = upstream.answered ? .head : .answer
-        if case .answer = response { deadline = .now + configuration.readyTimeout }
+        if case .answer = response { deadline = loop.now + configuration.readyTimeout }
         responseBegun = false
         phase = .forwarding
     }
@@ -261,7 +296,7 @@ final class Relay: @unchecked Sendable {
             }
             dropUpstream()
         }
-        guard let ingress = route.ingress, let (address, port) = Self.ipv4(ingress) else {
+        guard let ingress = route.ingress.flatMap(IPv4Endpoint.init) else {
             reply(502, "the backend's drone has no IPv4 ingress address", keepAlive: false)
             return false
         }
@@ -269,7 +304,7 @@ final class Relay: @unchecked Sendable {
             reply(502, "the controller gave a malformed backend id", keepAlive: false)
             return false
         }
-        let fd = hg_connect_tcp4(address, port)
+        let fd = hg_connect_tcp4(ingress.address, ingress.port, 1)
         guard fd >= 0 else {
             reply(502, "the backend's drone is unreachable", keepAlive: false)
             return false
@@ -281,19 +316,8 @@ final class Relay: @unchecked Sendable {
         }
         core.metrics.add(.upstreamConnections)
         upstream = Upstream(fd: fd, backend: route.backend_id, answered: false)
-        toUpstream = Array(IngressPreface.make(backend: backend, secret: configuration.ingressSecret).utf8)
-        toUpstreamSent = 0
+        toUpstream.bytes = Array(IngressPreface.make(backend: backend, secret: configuration.ingressSecret).utf8)
         return true
-    }
-
-    static func ipv4(_ text: String) -> (String, UInt16)? {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0 else {
-            return nil
-        }
-        let address = String(text[..<colon])
-        var parsed = in_addr()
-        guard inet_pton(AF_INET, address, &parsed) == 1 else { return nil }
-        return (address, port)
     }
 
     // MARK: carrying a request and its response
@@ -303,24 +327,16 @@ final class Relay: @unchecked Sendable {
         var progress = false
 
         // The request: preface and head, then the body.
-        if toUpstreamSent < toUpstream.count {
-            let sent = toUpstream.withUnsafeBufferPointer {
-                hg_send(upstream.fd, $0.baseAddress! + toUpstreamSent, toUpstream.count - toUpstreamSent)
-            }
-            if sent > 0 {
-                toUpstreamSent += sent
-                progress = true
-            } else if sent != -Int(EAGAIN) {
+        if !toUpstream.isEmpty {
+            do {
+                progress = try toUpstream.flush(to: upstream.fd)
+            } catch {
                 return failUpstream("the backend's drone is unreachable")
-            }
-            if toUpstreamSent == toUpstream.count {
-                toUpstream.removeAll(keepingCapacity: true)
-                toUpstreamSent = 0
             }
         }
         if toUpstream.isEmpty, !requestSent {
             if var body = requestBody {
-                let outcome = body.run(capacity: upCapacity, scratch: loop.scratch)
+                let outcome = body.run(scratch: loop.scratch)
                 requestBody = body
                 switch outcome {
                 case .done:
@@ -366,7 +382,10 @@ final class Relay: @unchecked Sendable {
                 return true
             case .some(.some(let refusal)):
                 dropUpstream()
-                reply(refusal == .notReady ? 504 : 502, "the backend \(refusal.rawValue)", keepAlive: false)
+                // Not ready in time: 504; ended (before the controller said so): the token
+                // leads nowhere now, 410; otherwise the backend cannot be reached, 502.
+                let status = refusal == .notReady ? 504 : refusal == .ended ? 410 : 502
+                reply(status, "the backend: \(refusal.rawValue)", keepAlive: false)
                 return true
             case .none:
                 return failUpstream("the drone's answer is malformed")
@@ -391,7 +410,7 @@ final class Relay: @unchecked Sendable {
             }
             return respond(head, upstream: upstream)
         case .body(var pump):
-            let outcome = pump.run(capacity: downCapacity, scratch: loop.scratch)
+            let outcome = pump.run(scratch: loop.scratch)
             response = .body(pump)
             switch outcome {
             case .done:
@@ -428,23 +447,23 @@ final class Relay: @unchecked Sendable {
             guard request.upgrade != nil, requestSent else {
                 return failUpstream("the backend switched protocols without being asked to")
             }
-            toClient += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true)
+            toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true)
             responseBegun = true
             return startTunnel()
         }
         if head.status < 200 {
-            toClient += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false)
+            toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false)
             return true
         }
         backendKeepsAlive = head.keepAlive
         let keep = request.keepAlive && head.keepAlive
-        toClient += Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false)
+        toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false)
         responseBegun = true
         guard head.body != .none else {
             response = .done
             return true
         }
-        guard let pipe = pipe(up: false) else { return failUpstream("the proxy has no pipes left") }
+        guard let pipe = pipe(&down) else { return failUpstream("the proxy has no pipes left") }
         response = .body(BodyPump(head.body, from: upstream.fd, to: client, pipe: pipe, refusingWith: 502))
         return true
     }
@@ -452,16 +471,12 @@ final class Relay: @unchecked Sendable {
     /// Both the request and its response have been carried: the next request, or the end.
     private func finish() -> Bool {
         guard let request else { return false }
-        if !backendKeepsAlive { dropUpstream() }
         route = nil
         self.request = nil
         target = nil
-        if request.keepAlive && backendKeepsAlive {
-            phase = .head
-            deadline = .now + configuration.idleTimeout
-            return true
-        }
-        phase = .ending
+        phase = request.keepAlive && backendKeepsAlive ? .head : .ending
+        if phase == .head { deadline = loop.now + configuration.idleTimeout }
+        if !backendKeepsAlive { dropUpstream() }
         return true
     }
 
@@ -484,17 +499,13 @@ final class Relay: @unchecked Sendable {
     // MARK: after a 101
 
     private func startTunnel() -> Bool {
-        guard let upstream, let upPipe = pipe(up: true), let downPipe = pipe(up: false) else {
+        guard let upstream, let upPipe = pipe(&up), let downPipe = pipe(&down) else {
             close()
             return false
         }
         core.metrics.add(.tunnels)
-        upFlow = hg_flow(
-            from: client, to: upstream.fd, pipe_read: upPipe.read, pipe_write: upPipe.write, buffered: 0, remaining: -1,
-            moved: 0)
-        downFlow = hg_flow(
-            from: upstream.fd, to: client, pipe_read: downPipe.read, pipe_write: downPipe.write, buffered: 0,
-            remaining: -1, moved: 0)
+        tunnelUp = BodyPump(.untilClose, from: client, to: upstream.fd, pipe: upPipe, refusingWith: 400)
+        tunnelDown = BodyPump(.untilClose, from: upstream.fd, to: client, pipe: downPipe, refusingWith: 502)
         // Dead peers of a quiet tunnel are found by TCP keepalive, not by a timeout.
         hg_keepalive(client, 60, 10, 6)
         hg_keepalive(upstream.fd, 60, 10, 6)
@@ -505,36 +516,29 @@ final class Relay: @unchecked Sendable {
 
     private func tunnel() -> Bool {
         guard flushClient() else { return false }
-        var again = false
-        for direction in 0..<2 {
-            let ended = direction == 0 ? upEnded : downEnded
-            if ended { continue }
-            let state =
-                direction == 0 ? hg_flow_run(&upFlow, upCapacity) : hg_flow_run(&downFlow, downCapacity)
-            switch state {
-            case Int32(HG_FLOW_EOF.rawValue):
-                // A half-close is passed on: the other side may still answer.
-                if direction == 0 {
-                    upEnded = true
-                    _ = hg_shutdown_write(upFlow.to)
-                } else {
-                    downEnded = true
-                    _ = hg_shutdown_write(downFlow.to)
-                }
-            case Int32(HG_FLOW_MORE.rawValue): again = true
-            case Int32(HG_FLOW_READ.rawValue), Int32(HG_FLOW_WRITE.rawValue): break
-            default:
+        for direction in [\Relay.tunnelUp, \Relay.tunnelDown] {
+            guard var pump = self[keyPath: direction] else { continue }
+            switch pump.run(scratch: loop.scratch) {
+            case .done:
+                // Its source ended: the half-close is passed on, the other side may still answer.
+                _ = hg_shutdown_write(pump.flow.to)
+                core.metrics.add(direction == \Relay.tunnelUp ? .bytesToBackends : .bytesToClients, Int(pump.moved))
+                self[keyPath: direction] = nil
+                continue
+            case .blocked: break
+            case .more: loop.again.append(self)
+            case .cutShort, .failed, .malformed:
                 close()
                 return false
             }
+            self[keyPath: direction] = pump
         }
-        if upEnded && downEnded {
+        if tunnelUp == nil && tunnelDown == nil {
             close()
             return false
         }
         // One side has ended: the other has the idle timeout to end too.
-        if (upEnded || downEnded) && deadline == nil { deadline = .now + configuration.idleTimeout }
-        if again { loop.again.append(self) }
+        if (tunnelUp == nil || tunnelDown == nil) && deadline == nil { deadline = loop.now + configuration.idleTimeout }
         return false
     }
 
@@ -544,37 +548,30 @@ final class Relay: @unchecked Sendable {
     /// request; else it ends once the reply is out.
     func reply(_ status: Int, _ text: String, keepAlive: Bool, location: String? = nil) {
         core.metrics.answered(status)
-        toClient += Messages.reply(status, text, keepAlive: keepAlive, location: location)
+        toClient.bytes += Messages.reply(status, text, keepAlive: keepAlive, location: location)
         request = nil
         target = nil
         route = nil
         headBegun = false
         if keepAlive {
             phase = .head
-            deadline = .now + configuration.idleTimeout
+            deadline = loop.now + configuration.idleTimeout
         } else {
             phase = .ending
             // Bounded: a client that does not read its reply does not hold the connection.
-            deadline = .now + .seconds(2)
+            deadline = loop.now + .seconds(2)
         }
     }
 
-    /// Writes what is queued for the client; true once all of it is out.
+    /// Writes what is queued for the client; true once all of it is out (a failed send ends
+    /// the connection).
     private func flushClient() -> Bool {
-        while toClientSent < toClient.count {
-            let sent = toClient.withUnsafeBufferPointer {
-                hg_send(client, $0.baseAddress! + toClientSent, toClient.count - toClientSent)
-            }
-            if sent == -Int(EAGAIN) { return false }
-            if sent <= 0 {
-                close()
-                return false
-            }
-            toClientSent += sent
+        do {
+            return try toClient.flush(to: client)
+        } catch {
+            close()
+            return false
         }
-        toClient.removeAll(keepingCapacity: true)
-        toClientSent = 0
-        return true
     }
 
     /// The reply is out: shut the write side, let the client read it, then close (an
@@ -582,7 +579,7 @@ final class Relay: @unchecked Sendable {
     /// destroy the reply in flight).
     private func end() -> Bool {
         guard flushClient() else { return false }
-        if deadline == nil { deadline = .now + .seconds(2) }
+        if deadline == nil { deadline = loop.now + .seconds(2) }
         _ = hg_shutdown_write(client)
         while true {
             let read = hg_receive(client, loop.scratch, loop.scratchSize)
@@ -595,34 +592,22 @@ final class Relay: @unchecked Sendable {
 
     // MARK: resources
 
-    private func pipe(up isUp: Bool) -> (read: Int32, write: Int32)? {
-        if isUp, let up { return up }
-        if !isUp, let down { return down }
-        var fds: [Int32] = [-1, -1]
-        let capacity = fds.withUnsafeMutableBufferPointer { hg_pipe_open($0.baseAddress, configuration.pipeSize) }
-        guard capacity > 0 else { return nil }
-        let pair = (read: fds[0], write: fds[1])
-        if isUp {
-            up = pair
-            upCapacity = capacity
-        } else {
-            down = pair
-            downCapacity = capacity
-        }
-        return pair
+    /// The pipe in `slot`, made now if there is none.
+    private func pipe(_ slot: inout Pipe?) -> Pipe? {
+        if slot == nil { slot = Pipe(size: configuration.pipeSize) }
+        return slot
     }
 
+    /// Closes the upstream connection. Mid-exchange (forwarding, tunnel) the pipes may hold
+    /// its bytes and are closed too; between requests they are empty and kept.
     func dropUpstream() {
         guard let current = upstream else { return }
         Glibc.close(current.fd)
         upstream = nil
-        toUpstream.removeAll()
-        toUpstreamSent = 0
-        // Bytes left in a pipe belonged to that connection.
-        for pair in [up, down].compactMap({ $0 }) {
-            Glibc.close(pair.read)
-            Glibc.close(pair.write)
-        }
+        toUpstream.clear()
+        guard phase == .forwarding || phase == .tunnel || phase == .closed else { return }
+        up?.close()
+        down?.close()
         up = nil
         down = nil
     }
@@ -636,19 +621,22 @@ final class Relay: @unchecked Sendable {
 
     /// Is this relay carrying something a revocation names?
     func carries(_ revocation: Revocation) -> Bool {
-        guard phase == .forwarding || phase == .tunnel || phase == .resolving, let route else { return false }
+        guard phase == .forwarding || phase == .tunnel, let route else { return false }
         return revocation.backends.contains(route.backend_id) || revocation.grants.contains(route.grant)
             || (target.map { revocation.tokens.contains($0.token) } ?? false)
     }
 
     func close() {
         guard phase != .closed else { return }
-        if phase == .tunnel {
-            core.metrics.add(.bytesToBackends, Int(upFlow.moved))
-            core.metrics.add(.bytesToClients, Int(downFlow.moved))
-        }
+        if let tunnelUp { core.metrics.add(.bytesToBackends, Int(tunnelUp.moved)) }
+        if let tunnelDown { core.metrics.add(.bytesToClients, Int(tunnelDown.moved)) }
         phase = .closed
         dropUpstream()
+        // Kept pipes (no upstream now) are closed with the connection.
+        up?.close()
+        down?.close()
+        up = nil
+        down = nil
         Glibc.close(client)
         core.metrics.open.subtract(1, ordering: .relaxed)
         loop.forget(self)

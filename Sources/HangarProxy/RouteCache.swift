@@ -9,6 +9,8 @@ public enum RouteAnswer: Sendable, Equatable {
     case gone
     /// The controller is out of reach.
     case unavailable
+    /// Too many lookups are in flight already.
+    case busy
 }
 
 /// Routes by token, as the controller gave them, dropped the moment the controller says
@@ -73,7 +75,7 @@ public final class RouteCache: Sendable {
                 }
                 state.waiting[token] = pending
             } else {
-                guard state.waiting.count < capacity else { return .unavailable }
+                guard state.waiting.count < capacity else { return .busy }
                 state.waiting[token] = (now, [answer])
                 outbox.yield(token)
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CShims
 import Glibc
 import HangarCore
 import HangarDrone
@@ -342,26 +343,14 @@ struct ColdstartBench: AsyncParsableCommand {
 
     /// Connects to the ingress port, asks for /hostname and reads the first byte.
     static func firstByte(through port: UInt16, backend: BackendID, secret: [UInt8]) throws(BenchError) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw BenchError("socket: errno \(errno)") }
+        let fd = hg_connect_tcp4("127.0.0.1", port, 0)
+        guard fd >= 0 else { throw BenchError("connecting to the ingress port: \(String(cString: strerror(-fd)))") }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw BenchError("connecting to the ingress port: errno \(errno)") }
         let message = IngressPreface.make(backend: backend, secret: secret) + "GET /hostname HTTP/1.0\r\n\r\n"
         _ = message.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
         // The drone's answer line, then the response's first byte.
+        guard case .some(nil) = IngressPreface.readAnswer(from: fd) else { throw BenchError("the ingress refused") }
         var byte: UInt8 = 0
-        var newlines = 0
-        while newlines < 1 {
-            guard read(fd, &byte, 1) == 1 else { throw BenchError("no answer from the ingress") }
-            if byte == UInt8(ascii: "\n") { newlines += 1 }
-        }
         guard read(fd, &byte, 1) == 1 else { throw BenchError("no response through ingress") }
     }
 }

@@ -17,7 +17,7 @@ struct ControllerOptions: ParsableArguments {
         get throws {
             let environment = getenv("HANGAR_CONTROLLER").map { String(cString: $0) }
             let base = url ?? environment ?? "http://127.0.0.1:8080"
-            guard base.hasPrefix("http://") || base.hasPrefix("https://") else {
+            guard isHTTPURL(base) else {
                 let source = url == nil ? "HANGAR_CONTROLLER" : "--controller"
                 throw ValidationError("\(source) takes an http:// or https:// URL, got \"\(base.prefix(64))\"")
             }

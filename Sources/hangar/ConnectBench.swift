@@ -160,7 +160,7 @@ struct ConnectBench: AsyncParsableCommand {
     static func acknowledgingDrone(url: String, token: String, logger: Logger) async throws {
         var settings = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
         settings.additionalHeaders[.authorization] = "Bearer \(token)"
-        let socket = url.replacing("http://", with: "ws://") + "/ctrl/c/bench.local:9090/drone-socket"
+        let socket = controllerSocketURL(url, cluster: try ClusterName("bench.local:9090"), socket: "drone-socket")
         try await WebSocketClient.connect(url: socket, configuration: settings, logger: logger) { inbound, outbound, _ in
             func send(_ message: DroneMessage) async throws {
                 try await outbound.write(.text(String(decoding: try JSONEncoder().encode(message), as: UTF8.self)))

@@ -62,7 +62,7 @@ struct DevCommand: AsyncParsableCommand {
         let logger = Logger(label: "hangar.dev")
         let cluster = try ClusterName("localhost:\(proxyPort)")
         let apiURL = "http://\(apiHost):\(apiPort)"
-        let secret = Array(randomBytes(24).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined().utf8)
+        let secret = Array((randomHex16() + randomHex16() + randomHex16()).utf8)
 
         var controllerSettings = ControllerConfiguration(defaultCluster: cluster, publicURL: apiURL)
         controllerSettings.policies = PolicyLoader.fromEnvironment()

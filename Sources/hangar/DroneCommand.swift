@@ -68,7 +68,7 @@ struct DroneRun: AsyncParsableCommand {
     var pool = ""
 
     func validate() throws {
-        if let controller, !(controller.hasPrefix("http://") || controller.hasPrefix("https://")) {
+        if let controller, !isHTTPURL(controller) {
             throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller)\"")
         }
         for (option, value) in [("--name", name), ("--cluster", cluster), ("--pool", pool.isEmpty ? nil : pool)] {

@@ -284,7 +284,7 @@ func cpuSeconds(_ path: String) -> Double {
 /// A port free now on 127.0.0.1.
 func freeLoopbackPort() throws -> UInt16 {
     var bound: UInt16 = 0
-    let fd = hg_listen_tcp4("127.0.0.1", 0, 1, &bound)
+    let fd = hg_listen_tcp4("127.0.0.1", 0, 1, 0, &bound)
     guard fd >= 0 else { throw BenchError("no free port: \(String(cString: strerror(-fd)))") }
     close(fd)
     return bound
@@ -305,21 +305,8 @@ final class BenchConnection: @unchecked Sendable {
     private var buffer = [UInt8](repeating: 0, count: 1 << 20)
 
     init(port: UInt16) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            let error = errno
-            close(fd)
-            throw BenchError("connect to 127.0.0.1:\(port): errno \(error)")
-        }
+        fd = hg_connect_tcp4("127.0.0.1", port, 0)
+        guard fd >= 0 else { throw BenchError("connect to 127.0.0.1:\(port): \(String(cString: strerror(-fd)))") }
     }
 
     deinit { close(fd) }
@@ -370,10 +357,8 @@ final class BenchBackend: Sendable {
 
     init() throws {
         var bound: UInt16 = 0
-        let fd = hg_listen_tcp4("127.0.0.1", 0, 1024, &bound)
+        let fd = hg_listen_tcp4("127.0.0.1", 0, 1024, 0, &bound)
         guard fd >= 0 else { throw BenchError("backend listener: \(String(cString: strerror(-fd)))") }
-        // The accept loop blocks: make the listener blocking again.
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         listener = fd
         port = bound
         guard startThread({ [self] in acceptLoop() }) == 0 else { throw BenchError("backend thread") }

@@ -46,7 +46,7 @@ struct ProxyCommand: AsyncParsableCommand {
     var scheme = "http"
 
     func validate() throws {
-        guard controller.hasPrefix("http://") || controller.hasPrefix("https://") else {
+        guard isHTTPURL(controller) else {
             throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller.prefix(64))\"")
         }
         if (try? ClusterName(cluster)) == nil { throw ValidationError("--cluster: not a cluster name: \"\(cluster.prefix(64))\"") }
@@ -54,23 +54,35 @@ struct ProxyCommand: AsyncParsableCommand {
         if let loops, !(1...64).contains(loops) { throw ValidationError("--loops: from 1 to 64, got \(loops)") }
         if !(1...3600).contains(headTimeout) { throw ValidationError("--head-timeout: from 1 to 3600 seconds, got \(headTimeout)") }
         if !(1...3600).contains(readyTimeout) { throw ValidationError("--ready-timeout: from 1 to 3600 seconds, got \(readyTimeout)") }
+        // The rest of the settings' rules (scheme, root redirect) before the secret's.
+        _ = try settings(secret: [UInt8](repeating: 0, count: 16))
         if (getenv("HANGAR_INGRESS_SECRET").map { strlen($0) } ?? 0) < 16 {
             throw ValidationError("the proxy needs HANGAR_INGRESS_SECRET (the drones' ingress secret, at least 16 bytes)")
         }
     }
 
-    func run() async throws {
+    /// The proxy's settings from the flags, checked, with `secret` for the ingress.
+    func settings(secret: [UInt8]) throws -> ProxyConfiguration {
         let (host, port) = try parseAddress(listen, option: "--listen")
-        var configuration = ProxyConfiguration(
-            cluster: try ClusterName(cluster),
-            ingressSecret: Array(String(cString: getenv("HANGAR_INGRESS_SECRET")).utf8))
+        var configuration = ProxyConfiguration(cluster: try ClusterName(cluster), ingressSecret: secret)
         configuration.address = host
         configuration.port = UInt16(port)
-        configuration.loops = loops ?? System.coreCount
+        configuration.loops = loops ?? min(64, System.coreCount)
         configuration.rootRedirect = rootRedirect
         configuration.readyTimeout = .seconds(readyTimeout)
         configuration.headTimeout = .seconds(headTimeout)
         configuration.scheme = scheme
+        do {
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return configuration
+    }
+
+    func run() async throws {
+        let configuration = try settings(secret: Array(String(cString: getenv("HANGAR_INGRESS_SECRET")).utf8))
+        let host = configuration.address
         var link = RouteLinkConfiguration(url: controller, cluster: try ClusterName(cluster))
         link.token = getenv("HANGAR_CONTROLLER_TOKEN").map { String(cString: $0) }
         let logger = Logger(label: "hangar.proxy")

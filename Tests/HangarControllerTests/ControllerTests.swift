@@ -475,11 +475,14 @@ struct ControllerTests {
         #expect(try await firstAnswer(#"{"type":"nonsense"}"#).contains("unknown message type"))
         let badName = hello.replacing(#""drone":"dr-x""#, with: #""drone":"Dr X""#) + #","version":1}"#
         #expect(try await firstAnswer(badName).contains("drone name"))
-        for (ingress, capacity) in [("\"x\"", 1), ("\"169.254.169.254:0\"", 1), ("\"a b:80\"", 1), ("\"127.0.0.1:8000\"", -5)] {
+        for (ingress, capacity) in [
+            ("\"x\"", 1), ("\"169.254.169.254:0\"", 1), ("\"a b:80\"", 1), ("\"example.com:9000\"", 1), ("\"[::1]:80\"", 1),
+            ("\"127.0.0.1:8000\"", -5),
+        ] {
             let opening = hello.replacing(#""capacity_backends":1"#, with: #""capacity_backends":\#(capacity)"#)
                 + #","ingress":\#(ingress),"version":1}"#
             let answer = try await firstAnswer(opening)
-            #expect(answer.contains(capacity < 0 ? "capacity_backends" : "ingress: expected address:port"), "\(answer)")
+            #expect(answer.contains(capacity < 0 ? "capacity_backends" : "ingress: expected IPv4-address:port"), "\(answer)")
         }
         let badPool = hello.replacing(#""pool":"""#, with: #""pool":"Pool!""#) + #","version":1}"#
         #expect(try await firstAnswer(badPool).contains("pool"))

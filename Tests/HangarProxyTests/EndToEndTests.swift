@@ -161,9 +161,9 @@ struct EndToEndTests {
 
         // /ready: 200 with the controller, 503 without (a proxy whose controller is away).
         #expect(try ProxyStack.get(port: port, "/ready").status == 200)
-        let lonely = try freePort()
+        let lonely = Int(try freeLoopbackPort())
         let alone = try HangarProcess.start(
-            ["proxy", "--controller", "http://127.0.0.1:\(try freePort())", "--cluster", host, "--listen", "127.0.0.1:\(lonely)",
+            ["proxy", "--controller", "http://127.0.0.1:\(Int(try freeLoopbackPort()))", "--cluster", host, "--listen", "127.0.0.1:\(lonely)",
              "--root-redirect", "https://example.com/welcome"],
             environment: ["HANGAR_INGRESS_SECRET": stack.secret])
         try await alone.waitForOutput("listening on")
@@ -304,6 +304,70 @@ struct RefusalTests {
         let healthy = try ProxyStack.get(port: stack.proxyPort, path + "doc", host: stack.cluster.rawValue)
         #expect(healthy.status == 200)
         #expect(idle.count == 200)
+        try await stack.stop()
+    }
+
+    @Test("a hostile backend: ambiguous framing, an unasked 101, a huge head, cut bodies and a smuggled second response reach no client as a response")
+    func hostileBackend() async throws {
+        let stack = try await ProxyStack()
+        // Canned answers by path; "/" answers the readiness probe.
+        let hostile = #"""
+            import socket, threading
+            answers = {
+                "/": b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                "/both": b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                "/switch": b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+                "/huge": b"HTTP/1.1 200 OK\r\nx: " + b"a" * 20000 + b"\r\ncontent-length: 0\r\n\r\n",
+                "/short": b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc",
+                "/badchunk": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+                "/early": b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                "/extra": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged",
+                "/plain": b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain",
+            }
+            def serve(c):
+                data = b""
+                try:
+                    while True:
+                        while b"\r\n\r\n" not in data:
+                            more = c.recv(65536)
+                            if not more: return
+                            data += more
+                        head, data = data.split(b"\r\n\r\n", 1)
+                        path = head.split(b" ")[1].decode()
+                        c.sendall(answers.get(path, b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"))
+                        if path in ("/short", "/badchunk"): return
+                finally:
+                    c.close()
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", 8080)); s.listen()
+            while True:
+                c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+            """#
+        let response = try await stack.client.connect(try stack.request("hostile", program: hostile))
+        _ = try await stack.client.waitUntilReady(try BackendID(response.backend_id))
+        let path = ProxyStack.path(of: response)
+        let host = stack.cluster.rawValue
+        for (what, status) in [("both", 502), ("switch", 502), ("huge", 502)] {
+            let answer = try ProxyStack.get(port: stack.proxyPort, path + what, host: host)
+            #expect(answer.status == status, "\(what): \(answer.status) \(answer.body)")
+        }
+        // A body cut short or a bad chunk after the head has gone: the connection ends there.
+        for what in ["short", "badchunk"] {
+            let connection = try HTTPExchange(port: stack.proxyPort)
+            try connection.send("GET \(path)\(what) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+            let text = try connection.readToEnd()
+            #expect(text.hasPrefix("HTTP/1.1 200 OK"), "\(what): \(text.prefix(80))")
+            #expect(!text.contains("HTTP/1.1 200 OK\r\n", after: 1), "\(what)")
+        }
+        // Interim responses pass; a second response smuggled after a body answers nothing.
+        let connection = try HTTPExchange(port: stack.proxyPort)
+        try connection.send("GET \(path)early HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+        #expect(try connection.response().status == 103)
+        #expect(try connection.response().body == "ok")
+        try connection.send("GET \(path)extra HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+        #expect(try connection.response().body == "ok")
+        try connection.send("GET \(path)plain HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+        #expect(try connection.response().body == "plain", "the next request gets its own answer, not the smuggled one")
         try await stack.stop()
     }
 

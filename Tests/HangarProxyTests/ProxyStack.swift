@@ -27,7 +27,7 @@ final class ProxyStack: Sendable {
     init(proxyArguments: [String] = []) async throws {
         await HangarProcess.endLeftovers()
         directory = try TemporaryDirectory("hangar-proxy")
-        proxyPort = try freePort()
+        proxyPort = Int(try freeLoopbackPort())
         cluster = try ClusterName("127.0.0.1:\(proxyPort)")
         controller = try HangarProcess.start(
             [
@@ -107,21 +107,6 @@ final class ProxyStack: Sendable {
     }
 }
 
-/// A port free now on 127.0.0.1 (bound, read, released).
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw TestFailure("no free port: errno \(errno)") }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
 /// A raw HTTP/1.1 connection to the proxy on loopback: bytes exactly as written (hostile
 /// ones too), responses read one at a time (Content-Length, chunked, or until close).
 final class HTTPExchange {
@@ -137,18 +122,7 @@ final class HTTPExchange {
     private var buffer: [UInt8] = []
 
     init(port: Int, timeout: Int = 15) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw TestFailure("connecting to 127.0.0.1:\(port): errno \(errno)")
-        }
+        fd = try connectLoopback(UInt16(port))
         var limit = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -157,14 +131,7 @@ final class HTTPExchange {
 
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
-    func send(_ bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBufferPointer { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw TestFailure("send: errno \(errno)") }
-            offset += n
-        }
-    }
+    func send(_ bytes: [UInt8]) throws { try writeAll(fd, bytes) }
 
     /// False once the peer has closed (EOF) and everything was read.
     private func fill() throws -> Bool {
@@ -219,9 +186,14 @@ final class HTTPExchange {
             buffer.removeFirst(length)
         } else if response.field("transfer-encoding") == "chunked" {
             throw TestFailure("chunked responses are not read by this client")
-        } else if status != 101 && status != 304 && status != 204 {
+        } else if status >= 200 && status != 304 && status != 204 {
             response.body = try readToEnd()
         }
         return response
     }
+}
+
+extension String {
+    /// Whether `other` occurs again after the first `count` characters.
+    func contains(_ other: String, after count: Int) -> Bool { dropFirst(count).contains(other) }
 }
