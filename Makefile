@@ -15,7 +15,7 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-images: $(IMAGES)/busybox/.built $(IMAGES)/python/.built
+images: $(IMAGES)/busybox/.built $(IMAGES)/python/.built $(IMAGES)/collab/.built $(IMAGES)/python-repl/.built
 
 # An image is rebuilt only when its recipe changes; building twice is a no-op.
 $(IMAGES)/busybox/.built: rootfs/busybox/build.sh | deps
@@ -24,6 +24,11 @@ $(IMAGES)/busybox/.built: rootfs/busybox/build.sh | deps
 
 $(IMAGES)/python/.built: rootfs/python/build.sh rootfs/lib/debian-mirror.sh | deps
 	bash rootfs/python/build.sh $(IMAGES)/python
+	touch $@
+
+# The examples' images: the python image with examples/NAME/server.py at /app (policies/NAME.toml).
+$(IMAGES)/collab/.built $(IMAGES)/python-repl/.built: $(IMAGES)/%/.built: examples/%/server.py rootfs/app/build.sh $(IMAGES)/python/.built
+	bash rootfs/app/build.sh $(IMAGES)/python examples/$* $(IMAGES)/$*
 	touch $@
 
 # The suite on this host's kernel, then the cgroup v2 driver in a QEMU (TCG) guest.

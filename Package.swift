@@ -53,7 +53,11 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror", "-Wno-unused-result"])],
             linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
-        .target(name: "HangarCore", dependencies: ["CShims"], swiftSettings: strictness),
+        .target(
+            name: "HangarCore",
+            dependencies: ["CShims", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictness
+        ),
         .target(
             name: "HangarSandbox",
             dependencies: [
@@ -160,7 +164,9 @@ let package = Package(
             path: "Tests/HangarTestSupport",
             swiftSettings: strictness
         ),
-        .testTarget(name: "HangarCoreTests", dependencies: ["HangarCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "HangarCoreTests", dependencies: ["HangarCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictness),
         .testTarget(name: "HangarStoreTests", dependencies: ["HangarStore", "HangarCore"], swiftSettings: strictness),
         .testTarget(
             name: "HangarProxyTests",

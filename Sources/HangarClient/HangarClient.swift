@@ -119,8 +119,11 @@ public struct HangarClient: Sendable {
     }
 
     /// Follows a backend until it is ready (its status then) or has ended (an error).
-    public func waitUntilReady(_ backend: BackendID) async throws -> BackendStatusView {
+    public func waitUntilReady(
+        _ backend: BackendID, onStatus: (BackendStatusView) -> Void = { _ in }
+    ) async throws -> BackendStatusView {
         for try await (_, status) in statusStream(backend) {
+            onStatus(status)
             if status.status == BackendStatus.ready.description { return status }
             if status.status_code >= BackendStatus.terminating.rawValue {
                 throw Failure.unexpected(

@@ -59,6 +59,12 @@ extension Controller {
                 return try response(backend, grant: grant, spawned: false, host: host, signer: signer)
             case .spawned(let backend, let action, let grant):
                 counters.spawns.add(1, ordering: .relaxed)
+                logger.info(
+                    "backend scheduled",
+                    metadata: [
+                        "backend.id": "\(backend.id)", "key": "\(key.name)", "namespace": "\(key.namespace)",
+                        "drone": "\(backend.drone)", "cluster": "\(backend.cluster)",
+                    ])
                 if let order = try? order(for: backend, action: action, kind: .spawn, stored: stored) {
                     drones.send(order, to: backend.drone)
                 }

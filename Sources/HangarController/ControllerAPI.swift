@@ -28,8 +28,11 @@ import NIOHTTP1
 /// /ctrl needs the bearer token (or the forward-auth URL's yes); /pub and /metrics are safe
 /// to expose.
 public enum ControllerAPI {
-    /// The router over `controller`.
-    public static func router(for controller: Controller) -> Router<ControllerContext> {
+    /// The router over `controller`; /metrics ends with `moreMetrics` (`hangar dev` adds its
+    /// drone's and proxy's there).
+    public static func router(
+        for controller: Controller, moreMetrics: @escaping @Sendable () async -> String = { "" }
+    ) -> Router<ControllerContext> {
         let router = Router(context: ControllerContext.self)
         router.middlewares.add(ErrorMiddleware(counters: controller.counters))
         let ctrl = router.group("ctrl").add(middleware: ControllerAuth(configuration: controller.configuration))
@@ -93,7 +96,7 @@ public enum ControllerAPI {
             }
         }
         router.get("metrics") { _, _ in
-            await controller.metrics()
+            await controller.metrics() + moreMetrics()
         }
         return router
     }
@@ -251,9 +254,10 @@ extension Controller {
     /// The HTTP server (with WebSocket upgrades for drones and proxies) on `host:port`;
     /// `onRunning` gets the port it listens on (useful with port 0).
     public func application(
-        host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+        moreMetrics: @escaping @Sendable () async -> String = { "" }
     ) -> some ApplicationProtocol {
-        let router = ControllerAPI.router(for: self)
+        let router = ControllerAPI.router(for: self, moreMetrics: moreMetrics)
         return Application(
             router: router,
             server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(maxFrameSize: 1 << 20)),

@@ -9,6 +9,9 @@ extension Controller {
     public func terminate(_ backend: BackendID, hard: Bool) async throws(ControllerError) -> BackendStatusView {
         try await withStore {
             if let (record, action, event) = try await store.requestTermination(backend, hard: hard) {
+                logger.info(
+                    hard ? "backend killed" : "backend terminated",
+                    metadata: ["backend.id": "\(backend)", "key": "\(record.key.name)", "drone": "\(record.drone)"])
                 feed.publish(event)
                 drones.send(try order(for: record, action: action.id, kind: action.kind), to: record.drone)
             }

@@ -2,6 +2,7 @@ import Glibc
 import HangarCore
 import HangarPolicy
 import HangarSandbox
+import Logging
 import Synchronization
 
 /// The limits of one drone. How each backend runs (its port, probe, startup timeout,
@@ -39,13 +40,17 @@ public final class Drone: Sendable {
     let dataDirectories: DataDirectories?
     private let backends = Mutex<[BackendID: (backend: Backend, memory: UInt64)]>([:])
     let counters = DroneCounters()
+    /// One line per backend status change, with backend.id, key and image as metadata.
+    let logger: Logger
     private let null = open("/dev/null", O_RDWR | O_CLOEXEC)
 
     public init(
         runtime: SandboxRuntime, policies: PolicyLoader, images: ImageStore, host: Policy.HostSettings = .init(),
-        configuration: DroneConfiguration = .init(), store: DroneStore? = nil
+        configuration: DroneConfiguration = .init(), store: DroneStore? = nil,
+        logger: Logger = Logger(label: "hangar.drone")
     ) throws(DroneError) {
         self.store = store
+        self.logger = logger
         if let directory = configuration.logDirectory {
             do {
                 try makeDirectories(directory)
@@ -111,9 +116,10 @@ public final class Drone: Sendable {
             capacity: Int(policy.backend.logBuffer.bytes), directory: configuration.logDirectory, name: id.rawValue)
         let image = request.image.rawValue
         let key = request.key
-        var onChange: (@Sendable (BackendState) -> Void)?
-        if let store {
-            onChange = { state in store.record(id: id, key: key, image: image, state: state) }
+        let logger = logger
+        let onChange: @Sendable (BackendState) -> Void = { [store] state in
+            store?.record(id: id, key: key, image: image, state: state)
+            Self.log(state, of: id, key: key, image: image, to: logger)
         }
         let backend = Backend(
             id: id, key: key, port: UInt16(policy.backend.port), grace: .seconds(policy.backend.grace), logs: logs,
@@ -133,7 +139,7 @@ public final class Drone: Sendable {
             }
             table[id] = (backend, memory)
         }
-        onChange?(backend.current)  // scheduled: accepted
+        onChange(backend.current)  // scheduled: accepted
         counters.spawned()
         Task { await run(backend, request: request, policy: policy) }
         Task { [self, keep = configuration.keepTerminated] in
@@ -204,10 +210,27 @@ public final class Drone: Sendable {
         }
     }
 
+    /// A status change as a log line: scheduled, ready and terminated at info (the life of
+    /// a backend in three lines), the steps between at debug.
+    static func log(_ state: BackendState, of id: BackendID, key: KeyName, image: String, to logger: Logger) {
+        var metadata: Logger.Metadata = [
+            "backend.id": "\(id)", "key": "\(key)", "image": "\(image)", "status": "\(state.status)",
+        ]
+        if let reason = state.reason { metadata["reason"] = "\(reason)" }
+        if let code = state.exitCode { metadata["exit_code"] = "\(code)" }
+        let level: Logger.Level =
+            switch state.status {
+            case .scheduled, .ready, .terminated: .info
+            default: .debug
+            }
+        logger.log(level: level, "backend \(state.status)", metadata: metadata)
+    }
+
     /// Ends a backend that could not be loaded or spawned (internal-error), saying why in
-    /// its log.
+    /// its log (and in the drone's).
     private func fail(_ backend: Backend, _ why: String) {
         counters.failed()
+        logger.warning("backend failed", metadata: ["backend.id": "\(backend.id)", "key": "\(backend.key)", "error": "\(why)"])
         backend.logs.note(why)
         backend.terminate(.internalError)
         backend.apply(.ended(exitCode: nil, reason: nil))

@@ -30,7 +30,7 @@ public final class Proxy: Service {
         self.logger = logger
         let routes = RouteCache()
         self.routes = routes
-        let core = ProxyCore(configuration: configuration, routes: routes)
+        let core = ProxyCore(configuration: configuration, routes: routes, logger: logger)
         self.core = core
         var bound: UInt16 = 0
         let listener = hg_listen_tcp4(configuration.address, configuration.port, 4096, 1, &bound)
@@ -64,6 +64,22 @@ public final class Proxy: Service {
 
     /// The counters, for /metrics and tests.
     public var metrics: ProxyMetrics { core.metrics }
+
+    /// Prometheus text: the counters, and the route cache's gauges.
+    public func renderMetrics() -> String {
+        let gauges = routes.gauges
+        return metrics.render() + [
+            "# HELP hangar_proxy_routes Routes cached (tokens the controller resolved).",
+            "# TYPE hangar_proxy_routes gauge", "hangar_proxy_routes \(gauges.routes)",
+            "# HELP hangar_proxy_unknown_tokens Tokens remembered as unknown for a while.",
+            "# TYPE hangar_proxy_unknown_tokens gauge", "hangar_proxy_unknown_tokens \(gauges.unknown)",
+            "# HELP hangar_proxy_route_lookups Route lookups waiting for the controller.",
+            "# TYPE hangar_proxy_route_lookups gauge", "hangar_proxy_route_lookups \(gauges.lookups)",
+            "# HELP hangar_proxy_controller_connected 1 while the proxy is connected to the controller.",
+            "# TYPE hangar_proxy_controller_connected gauge",
+            "hangar_proxy_controller_connected \(gauges.connected ? 1 : 0)",
+        ].joined(separator: "\n") + "\n"
+    }
 
     public func run() async throws {
         for (index, loop) in loops.enumerated() where !startLoopThread(loop) {

@@ -1,5 +1,6 @@
 import CShims
 import HangarCore
+import Logging
 import Synchronization
 
 /// The proxy's settings, loaded once at the edge (flags, environment).
@@ -69,10 +70,14 @@ final class ProxyCore: Sendable {
     let configuration: ProxyConfiguration
     let routes: RouteCache
     let metrics = ProxyMetrics()
+    /// The proxy's own 5xx replies are logged (notice, with backend.id when it is known);
+    /// 4xx replies at debug.
+    let logger: Logger
 
-    init(configuration: ProxyConfiguration, routes: RouteCache) {
+    init(configuration: ProxyConfiguration, routes: RouteCache, logger: Logger) {
         self.configuration = configuration
         self.routes = routes
+        self.logger = logger
     }
 }
 
@@ -92,6 +97,19 @@ public final class ProxyMetrics: @unchecked Sendable {
             case .bytesToBackends: "hangar_proxy_bytes_to_backends_total"
             case .bytesToClients: "hangar_proxy_bytes_to_clients_total"
             case .upstreamConnections: "hangar_proxy_upstream_connections_total"
+            }
+        }
+
+        var help: String {
+            switch self {
+            case .connections: "Client connections accepted."
+            case .requests: "Request heads read from clients."
+            case .tunnels: "Connections turned into tunnels by a 101 (WebSockets)."
+            case .refusedConnections: "Client connections closed at once (the proxy was full)."
+            case .acceptFailures: "Accepts that failed for want of file descriptors."
+            case .bytesToBackends: "Bytes sent to backends: request heads, bodies, tunnel traffic."
+            case .bytesToClients: "Bytes sent to clients: response heads, bodies, tunnel traffic, the proxy's own replies."
+            case .upstreamConnections: "Connections opened to drones' ingress ports."
             }
         }
     }
@@ -130,9 +148,11 @@ public final class ProxyMetrics: @unchecked Sendable {
     public func render() -> String {
         var text = ""
         for counter in Counter.allCases {
-            text += "# TYPE \(counter.name) counter\n\(counter.name) \(value(counter))\n"
+            text += "# HELP \(counter.name) \(counter.help)\n# TYPE \(counter.name) counter\n\(counter.name) \(value(counter))\n"
         }
+        text += "# HELP hangar_proxy_open_connections Client connections open now.\n"
         text += "# TYPE hangar_proxy_open_connections gauge\nhangar_proxy_open_connections \(openConnections)\n"
+        text += "# HELP hangar_proxy_own_responses_total Responses the proxy made itself, by status.\n"
         text += "# TYPE hangar_proxy_own_responses_total counter\n"
         for (status, count) in ownResponses.sorted(by: { $0.key < $1.key }) {
             text += "hangar_proxy_own_responses_total{status=\"\(status)\"} \(count)\n"

@@ -1,6 +1,7 @@
 import CShims
 import Glibc
 import HangarCore
+import Logging
 import Synchronization
 
 /// One client connection, driven by its loop: request heads read and checked, each request
@@ -278,7 +279,7 @@ final class Relay: @unchecked Sendable {
             }
             requestBody = BodyPump(head.body, from: client, to: upstream.fd, pipe: pipe, refusingWith: 400)
         }
-        toUpstream.bytes += Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme)
+        queue(toUpstream: Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme))
         requestSent = false
         response = upstream.answered ? .head : .answer
         if case .answer = response { deadline = loop.now + configuration.readyTimeout }
@@ -336,11 +337,10 @@ final class Relay: @unchecked Sendable {
         }
         if toUpstream.isEmpty, !requestSent {
             if var body = requestBody {
-                let outcome = body.run(scratch: loop.scratch)
+                let outcome = run(&body, counting: .bytesToBackends)
                 requestBody = body
                 switch outcome {
                 case .done:
-                    core.metrics.add(.bytesToBackends, Int(body.moved))
                     requestBody = nil
                     requestSent = true
                     progress = true
@@ -410,11 +410,10 @@ final class Relay: @unchecked Sendable {
             }
             return respond(head, upstream: upstream)
         case .body(var pump):
-            let outcome = pump.run(scratch: loop.scratch)
+            let outcome = run(&pump, counting: .bytesToClients)
             response = .body(pump)
             switch outcome {
             case .done:
-                core.metrics.add(.bytesToClients, Int(pump.moved))
                 response = .done
                 return true
             case .blocked: return progress
@@ -447,17 +446,17 @@ final class Relay: @unchecked Sendable {
             guard request.upgrade != nil, requestSent else {
                 return failUpstream("the backend switched protocols without being asked to")
             }
-            toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true)
+            queue(toClient: Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true))
             responseBegun = true
             return startTunnel()
         }
         if head.status < 200 {
-            toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false)
+            queue(toClient: Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false))
             return true
         }
         backendKeepsAlive = head.keepAlive
         let keep = request.keepAlive && head.keepAlive
-        toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false)
+        queue(toClient: Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false))
         responseBegun = true
         guard head.body != .none else {
             response = .done
@@ -518,11 +517,10 @@ final class Relay: @unchecked Sendable {
         guard flushClient() else { return false }
         for direction in [\Relay.tunnelUp, \Relay.tunnelDown] {
             guard var pump = self[keyPath: direction] else { continue }
-            switch pump.run(scratch: loop.scratch) {
+            switch run(&pump, counting: direction == \Relay.tunnelUp ? .bytesToBackends : .bytesToClients) {
             case .done:
                 // Its source ended: the half-close is passed on, the other side may still answer.
                 _ = hg_shutdown_write(pump.flow.to)
-                core.metrics.add(direction == \Relay.tunnelUp ? .bytesToBackends : .bytesToClients, Int(pump.moved))
                 self[keyPath: direction] = nil
                 continue
             case .blocked: break
@@ -542,13 +540,40 @@ final class Relay: @unchecked Sendable {
         return false
     }
 
+    /// Runs a pump, counting what it moved as it moves (a long stream shows in the metrics
+    /// while it lasts).
+    private func run(_ pump: inout BodyPump, counting counter: ProxyMetrics.Counter) -> BodyPump.Outcome {
+        let before = pump.moved
+        let outcome = pump.run(scratch: loop.scratch)
+        core.metrics.add(counter, Int(pump.moved - before))
+        return outcome
+    }
+
+    /// Queues what the proxy wrote itself (heads, its own replies), counted with the bytes
+    /// spliced.
+    private func queue(toClient bytes: [UInt8]) {
+        core.metrics.add(.bytesToClients, bytes.count)
+        toClient.bytes += bytes
+    }
+
+    private func queue(toUpstream bytes: [UInt8]) {
+        core.metrics.add(.bytesToBackends, bytes.count)
+        toUpstream.bytes += bytes
+    }
+
     // MARK: replies of the proxy's own
 
     /// Answers the request itself. With `keepAlive` the connection then waits for the next
     /// request; else it ends once the reply is out.
     func reply(_ status: Int, _ text: String, keepAlive: Bool, location: String? = nil) {
         core.metrics.answered(status)
-        toClient.bytes += Messages.reply(status, text, keepAlive: keepAlive, location: location)
+        if status >= 500 || core.logger.logLevel <= .debug {
+            var metadata: Logger.Metadata = ["status": "\(status)"]
+            if let route { metadata["backend.id"] = "\(route.backend_id)" }
+            if let request { metadata["method"] = "\(request.method)" }
+            core.logger.log(level: status >= 500 ? .notice : .debug, "\(text)", metadata: metadata)
+        }
+        queue(toClient: Messages.reply(status, text, keepAlive: keepAlive, location: location))
         request = nil
         target = nil
         route = nil
@@ -628,8 +653,6 @@ final class Relay: @unchecked Sendable {
 
     func close() {
         guard phase != .closed else { return }
-        if let tunnelUp { core.metrics.add(.bytesToBackends, Int(tunnelUp.moved)) }
-        if let tunnelDown { core.metrics.add(.bytesToClients, Int(tunnelDown.moved)) }
         phase = .closed
         dropUpstream()
         // Kept pipes (no upstream now) are closed with the connection.

@@ -48,6 +48,15 @@ public final class RouteCache: Sendable {
         self.askAgainAfter = askAgainAfter
     }
 
+    /// Routes cached, tokens remembered as unknown, lookups in flight, and whether the
+    /// controller is connected: the proxy's gauges.
+    public var gauges: (routes: Int, unknown: Int, lookups: Int, connected: Bool) {
+        state.withLock { state in
+            let routes = state.entries.values.filter { $0.route != nil }.count
+            return (routes, state.entries.count - routes, state.waiting.count, state.connected)
+        }
+    }
+
     /// Answers from the cache at once (true), or asks the controller and calls `answer`
     /// later on the link's thread (false).
     public func lookup(_ token: String, answer: @escaping @Sendable (RouteAnswer) -> Void) -> RouteAnswer? {

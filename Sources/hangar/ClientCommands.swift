@@ -45,9 +45,9 @@ func clientErrors<T>(_ body: () async throws -> T) async throws -> T {
     }
 }
 
-func printJSON(_ value: some Encodable) {
+func printJSON(_ value: some Encodable, compact: Bool = false) {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
 }
 
@@ -105,16 +105,39 @@ struct ConnectCommand: AsyncParsableCommand {
         }
         let client = try controller.client
         let response = try await clientErrors { try await client.connect(request) }
-        if !noWait {
-            _ = try await clientErrors { try await client.waitUntilReady(try BackendID(response.backend_id)) }
+        let started = ContinuousClock.now
+        var waited: Duration?
+        if !noWait && response.status != "ready" {
+            // On a terminal, one line follows the backend's steps while it starts.
+            let terminal = isatty(2) == 1
+            let id = try await clientErrors { try BackendID(response.backend_id) }
+            _ = try await clientErrors {
+                try await client.waitUntilReady(id) { status in
+                    guard terminal else { return }
+                    let seconds = Self.seconds(ContinuousClock.now - started)
+                    FileHandleStandardError.write("\r\u{1b}[Kbackend \(id) on \(response.drone): \(status.status) (\(seconds) s)")
+                }
+            }
+            if terminal { FileHandleStandardError.write("\r\u{1b}[K") }
+            waited = ContinuousClock.now - started
         }
         if json {
             printJSON(response)
         } else {
             print(response.url)
             FileHandleStandardError.write(
-                "backend \(response.backend_id) on \(response.drone) (\(response.spawned ? "spawned" : "existing"))\n")
+                "backend \(response.backend_id) on \(response.drone) (\(response.spawned ? "spawned" : "existing")"
+                    + (waited.map { ", ready in \(Self.seconds($0)) s" } ?? "") + ")\n")
         }
+    }
+}
+
+extension ConnectCommand {
+    /// A duration in seconds with two decimals.
+    static func seconds(_ duration: Duration) -> String {
+        let hundredths = Int(duration / .milliseconds(10))
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
 }
 
@@ -188,20 +211,47 @@ struct DrainCommand: AsyncParsableCommand {
 /// `hangar cluster [NAME]`: drones, their load, backends by status.
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cluster", abstract: "Print a cluster's drones with their load, and its backends by status.")
+        commandName: "cluster", abstract: "Print a cluster's drones with their load, and its backends by status.",
+        discussion: "With --watch, again every few seconds until Ctrl-C (or --count times), like watch(1).")
 
     @OptionGroup var controller: ControllerOptions
     @Argument(help: ArgumentHelp("The cluster (default: the controller's).", valueName: "cluster")) var cluster: String?
-    @Flag(help: "Print the state as JSON.") var json = false
+    @Flag(help: "Print the state as JSON (with --watch: one object per line).") var json = false
+    @Option(help: ArgumentHelp("Print it again every this many seconds.", valueName: "seconds")) var watch: Double?
+    @Option(help: ArgumentHelp("With --watch: stop after this many times.", valueName: "n")) var count: Int?
+
+    func validate() throws {
+        if let watch, !(watch >= 0.1 && watch <= 3600) {
+            throw ValidationError("--watch: from 0.1 to 3600 seconds, got \(watch)")
+        }
+        if let count {
+            guard watch != nil else { throw ValidationError("--count goes with --watch") }
+            if count < 1 { throw ValidationError("--count must be at least 1, got \(count)") }
+        }
+    }
 
     func run() async throws {
         let client = try controller.client
-        let state = try await clientErrors {
-            let name = try await defaultCluster(client)
-            return try await client.clusterState(name)
+        let name = try await clientErrors { try await defaultCluster(client) }
+        guard let watch else {
+            let state = try await clientErrors { try await client.clusterState(name) }
+            return json ? printJSON(state, compact: false) : print(ClusterCommand.table(state))
         }
-        if json { return printJSON(state) }
-        print(ClusterCommand.table(state))
+        // On a terminal each frame replaces the last; into a pipe they follow each other.
+        let terminal = isatty(1) == 1
+        var shown = 0
+        while count.map({ shown < $0 }) ?? true {
+            if shown > 0 { try await Task.sleep(for: .milliseconds(Int(watch * 1000))) }
+            let state = try await clientErrors { try await client.clusterState(name) }
+            shown += 1
+            if json {
+                printJSON(state, compact: true)
+                continue
+            }
+            let header = "every \(watch) s · \(utcTimestamp(wallClockMilliseconds()).prefix(19).replacing("T", with: " ")) UTC"
+            print((terminal ? "\u{1b}[H\u{1b}[2J" : shown > 1 ? "\n" : "") + header + "\n\n" + ClusterCommand.table(state))
+            fflush(nil)  // each frame as it comes, into a pipe too
+        }
     }
 
     func defaultCluster(_ client: HangarClient) async throws -> ClusterName {

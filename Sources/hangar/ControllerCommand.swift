@@ -23,6 +23,8 @@ struct ControllerCommand: AsyncParsableCommand {
             Without either, /ctrl is open: listen on loopback only.
             """)
 
+    @OptionGroup var log: LogOptions
+
     @Option(help: ArgumentHelp("Listen on this address and port (port 0: any free one).", valueName: "host:port"))
     var listen = "127.0.0.1:8080"
 
@@ -57,6 +59,7 @@ struct ControllerCommand: AsyncParsableCommand {
     var policies: String?
 
     func run() async throws {
+        log.bootstrap()
         // Request handlers run on the event loops that do the I/O: no hop between NIO's
         // threads and Swift's global pool per request (nothing here blocks a thread).
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()

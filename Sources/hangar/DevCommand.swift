@@ -27,6 +27,8 @@ struct DevCommand: AsyncParsableCommand {
             everything and every backend.
             """)
 
+    @OptionGroup var log: LogOptions
+
     @Option(name: .customLong("state-dir"), help: ArgumentHelp("Where the state goes.", valueName: "dir"))
     var stateDirectory = ".hangar"
 
@@ -48,6 +50,7 @@ struct DevCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        log.bootstrap()
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         let (apiHost, apiPort) = try parseAddress(api, option: "--api")
         let (proxyHost, proxyPort) = try parseAddress(proxy, option: "--proxy")
@@ -60,6 +63,7 @@ struct DevCommand: AsyncParsableCommand {
             return String(cString: resolved)
         }
         let logger = Logger(label: "hangar.dev")
+        let droneLogger = Logger(label: "hangar.drone")
         let cluster = try ClusterName("localhost:\(proxyPort)")
         let apiURL = "http://\(apiHost):\(apiPort)"
         let secret = Array((randomHex16() + randomHex16() + randomHex16()).utf8)
@@ -73,24 +77,24 @@ struct DevCommand: AsyncParsableCommand {
             FileHandleStandardError.write("hangar: the store in \(directory): \(error)\n")
             throw ExitCode(1)
         }
-        let controller = Controller(configuration: controllerSettings, store: store, logger: logger)
+        let controller = Controller(configuration: controllerSettings, store: store, logger: Logger(label: "hangar.controller"))
 
         var droneSettings = DroneConfiguration()
         droneSettings.maxBackends = maxBackends
         droneSettings.logDirectory = directory + "/logs"
         droneSettings.dataRoot = directory + "/data"
-        let (drone, runtime) = try await makeDrone(droneSettings, state: directory + "/drone.sqlite", logger: logger)
+        let (drone, runtime) = try await makeDrone(droneSettings, state: directory + "/drone.sqlite", logger: droneLogger)
         defer { runtime.finish() }
         let ingress: IngressListener
         let entry: Proxy
         do {
-            ingress = try IngressListener(drone: drone, secret: secret, port: 0, logger: logger)
+            ingress = try IngressListener(drone: drone, secret: secret, port: 0, logger: droneLogger)
             var proxySettings = ProxyConfiguration(cluster: cluster, ingressSecret: secret)
             proxySettings.address = proxyHost
             proxySettings.port = UInt16(proxyPort)
             proxySettings.loops = min(4, System.coreCount)
             entry = try Proxy(
-                configuration: proxySettings, link: RouteLinkConfiguration(url: apiURL, cluster: cluster), logger: logger)
+                configuration: proxySettings, link: RouteLinkConfiguration(url: apiURL, cluster: cluster), logger: Logger(label: "hangar.proxy"))
         } catch {
             FileHandleStandardError.write("hangar: \(error)\n")
             throw ExitCode(1)
@@ -98,13 +102,15 @@ struct DevCommand: AsyncParsableCommand {
         defer { ingress.close() }
         var linkSettings = ControllerLinkConfiguration(url: apiURL, cluster: cluster, name: try DroneName("dev"))
         linkSettings.ingress = "127.0.0.1:\(ingress.port)"
-        let link = ControllerLink(drone: drone, configuration: linkSettings, logger: logger)
+        let link = ControllerLink(drone: drone, configuration: linkSettings, logger: droneLogger)
 
         let me = CommandLine.arguments.first ?? "hangar"
         let banner = Self.banner(hangar: me, api: apiURL, cluster: cluster, directory: stateDirectory)
-        let app = controller.application(host: apiHost, port: apiPort) { _ in
-            _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
-        }
+        // One scrape for the three roles: the controller's /metrics ends with the drone's and the proxy's.
+        let app = controller.application(
+            host: apiHost, port: apiPort,
+            onRunning: { _ in _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) } },
+            moreMetrics: { drone.metrics() + entry.renderMetrics() })
         let group = ServiceGroup(
             configuration: boundedShutdown(
                 ServiceGroupConfiguration(
@@ -119,10 +125,11 @@ struct DevCommand: AsyncParsableCommand {
         """
         hangar dev: controller \(api), proxy http://\(cluster) (cluster \(cluster)), state in \(directory)
         From another shell (Ctrl-C here stops everything):
-          \(hangar) connect doc-1 --image python -- python3 -m http.server 8080   # a backend; prints its URL once ready
-          curl -s "$(\(hangar) connect doc-1)" | head -5                         # the same backend, through the proxy
-          \(hangar) cluster                                                       # drones, load, backends
+          \(hangar) connect doc-1 --image collab                                 # a backend (examples/collab); its URL once ready
+          \(hangar) ws "$(\(hangar) connect doc-1)ws"                            # a WebSocket session to it, through the proxy
+          \(hangar) cluster --watch 2                                             # drones, load, backends, live
           curl -s http://\(cluster)/ready                                       # the proxy is connected
+          curl -s \(api)/metrics                                          # the three roles' metrics
 
 
         """

@@ -6,6 +6,8 @@ import HangarPolicy
 import HangarSandbox
 import Hummingbird
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 /// `hangar drone`: runs backends on this host (`run`, the default), and talks to a running
 /// drone (`logs`).
@@ -27,6 +29,8 @@ struct DroneRun: AsyncParsableCommand {
             proxies on other hosts reach backends through one TCP port, each connection opened by \\
             a preface signed with HANGAR_INGRESS_SECRET (at least 16 bytes).
             """)
+
+    @OptionGroup var log: LogOptions
 
     @Option(help: ArgumentHelp("The admin API's unix socket.", valueName: "path"))
     var socket = "/run/hangar/drone.sock"
@@ -67,6 +71,9 @@ struct DroneRun: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Its pool within the cluster (default: the default pool).", valueName: "name"))
     var pool = ""
 
+    @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus) on this address too (default: the admin socket only).", valueName: "host:port"))
+    var metrics: String?
+
     func validate() throws {
         if let controller, !isHTTPURL(controller) {
             throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller)\"")
@@ -80,6 +87,7 @@ struct DroneRun: AsyncParsableCommand {
             }
         }
         if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1, got \(maxBackends)") }
+        if let metrics { _ = try parseAddress(metrics, option: "--metrics") }
         if dataRoot != "none" && !dataRoot.hasPrefix("/") {
             throw ValidationError("--data-root must be an absolute path or none, got \"\(dataRoot)\"")
         }
@@ -89,6 +97,7 @@ struct DroneRun: AsyncParsableCommand {
     }
 
     func run() async throws {
+        log.bootstrap()
         var configuration = DroneConfiguration()
         configuration.maxBackends = maxBackends
         configuration.memoryBudget = try await commandLineErrors { try memoryBudget.map { try ByteSize(parsing: $0) } }
@@ -134,7 +143,14 @@ struct DroneRun: AsyncParsableCommand {
                 _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
             },
             logger: logger)
-        try await app.runService()
+        var services: [any Service] = [app]
+        if let metrics {
+            services.append(try metricsListener(metrics, option: "--metrics", logger: logger) { drone.metrics() })
+        }
+        let group = ServiceGroup(
+            configuration: boundedShutdown(
+                ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
+        try await group.run()
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
     }
@@ -150,7 +166,7 @@ func makeDrone(_ configuration: DroneConfiguration, state: String, logger: Logge
         let store = try DroneStore(path: state)
         let drone = try Drone(
             runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-            host: .fromEnvironment(), configuration: configuration, store: store)
+            host: .fromEnvironment(), configuration: configuration, store: store, logger: logger)
         let lost = try drone.recover()
         if !lost.isEmpty {
             FileHandleStandardError.write("hangar drone: \(lost.count) backends of the previous run recorded as lost\n")

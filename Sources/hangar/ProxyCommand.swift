@@ -21,6 +21,8 @@ struct ProxyCommand: AsyncParsableCommand {
             controller is connected.
             """)
 
+    @OptionGroup var log: LogOptions
+
     @Option(help: ArgumentHelp("The controller's URL.", valueName: "url"))
     var controller = "http://127.0.0.1:8080"
 
@@ -45,12 +47,16 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("x-forwarded-proto when the client sets none (https behind a TLS terminator).", valueName: "scheme"))
     var scheme = "http"
 
+    @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus) on this address (default: none).", valueName: "host:port"))
+    var metrics: String?
+
     func validate() throws {
         guard isHTTPURL(controller) else {
             throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller.prefix(64))\"")
         }
         if (try? ClusterName(cluster)) == nil { throw ValidationError("--cluster: not a cluster name: \"\(cluster.prefix(64))\"") }
         _ = try parseAddress(listen, option: "--listen")
+        if let metrics { _ = try parseAddress(metrics, option: "--metrics") }
         if let loops, !(1...64).contains(loops) { throw ValidationError("--loops: from 1 to 64, got \(loops)") }
         if !(1...3600).contains(headTimeout) { throw ValidationError("--head-timeout: from 1 to 3600 seconds, got \(headTimeout)") }
         if !(1...3600).contains(readyTimeout) { throw ValidationError("--ready-timeout: from 1 to 3600 seconds, got \(readyTimeout)") }
@@ -81,6 +87,7 @@ struct ProxyCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        log.bootstrap()
         let configuration = try settings(secret: Array(String(cString: getenv("HANGAR_INGRESS_SECRET")).utf8))
         let host = configuration.address
         var link = RouteLinkConfiguration(url: controller, cluster: try ClusterName(cluster))
@@ -94,9 +101,13 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         let line = "hangar proxy: listening on http://\(host):\(proxy.port) (cluster \(cluster)), controller \(controller)\n"
         _ = line.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
+        var services: [any Service] = [proxy]
+        if let metrics {
+            services.append(try metricsListener(metrics, option: "--metrics", logger: logger) { proxy.renderMetrics() })
+        }
         let group = ServiceGroup(
             configuration: boundedShutdown(
-                ServiceGroupConfiguration(services: [proxy], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
+                ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
         try await group.run()
     }
 }

@@ -97,6 +97,13 @@ struct RunCommandTests {
         (["drone", "logs", "nope"], 64, "a backend id looks like bk-"),
         (["drone", "logs", "bk-0000000000000000", "--socket", "/tmp/hangar-no-such.sock"], 1, "no drone at /tmp/hangar-no-such.sock"),
         (["doctor", "--attack", "--weaken", "everything"], 64, "everything"),
+        (["controller", "--log-format", "xml"], 64, "--log-format: \"xml\" is not one of text, json"),
+        (["drone", "--log-level", "loud"], 64, "--log-level: \"loud\" is not one of trace, debug, info"),
+        (["proxy", "--metrics", "anywhere"], 64, "--metrics takes host:port"),
+        (["drone", "--metrics", "9100"], 64, "--metrics takes host:port"),
+        (["cluster", "--count", "2"], 64, "--count goes with --watch"),
+        (["cluster", "--watch", "0"], 64, "--watch: from 0.1 to 3600 seconds"),
+        (["cluster", "--watch", "1", "--count", "0"], 64, "--count must be at least 1"),
     ])
     func badInput(arguments: [String], status: Int32, message: String) async throws {
         let result = try await HangarProcess.run(arguments)

@@ -38,9 +38,12 @@ final class DroneTests: Sendable {
         configuration.logDirectory = nil
         configuration.dataRoot = nil
         adjust(&configuration)
+        // Backends' lives are logged at info; the suite's output keeps warnings and errors.
+        var logger = Logger(label: "test.drone")
+        logger.logLevel = .warning
         let drone = try Drone(
             runtime: TestSandbox.runtime, policies: PolicyLoader(directory: directory.path), images: TestSandbox.images,
-            configuration: configuration)
+            configuration: configuration, logger: logger)
         return (drone, directory.path)
     }
 

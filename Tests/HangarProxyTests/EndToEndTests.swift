@@ -180,9 +180,8 @@ struct EndToEndTests {
     @Test("the Python REPL example: a session keeps its variables, another key is another process, the code sees the sandbox")
     func pythonRepl() async throws {
         let stack = try await ProxyStack()
-        let repl = ProxyStack.example("python-repl")
-        let one = try await stack.client.connect(try stack.request("session-1", program: repl))
-        let two = try await stack.client.connect(try stack.request("session-2", program: repl))
+        let one = try await stack.client.connect(try stack.request("session-1", example: "python-repl"))
+        let two = try await stack.client.connect(try stack.request("session-2", example: "python-repl"))
         let connection = try HTTPExchange(port: stack.proxyPort)
         let host = stack.cluster.rawValue
         struct Ran: Decodable {

@@ -8,8 +8,9 @@ import Testing
 
 /// The three roles as real `hangar` processes on loopback: a controller, a drone with an
 /// ingress port, and a proxy whose address names the cluster ("127.0.0.1:PORT"), so that
-/// the URLs connects return work as they are. Backends are the collaborative-document
-/// example (examples/collab/server.py) in the python image.
+/// the URLs connects return work as they are. Backends are the examples in their own
+/// images under their own policies (collab by default), or Python programs of a test's in
+/// the python image.
 final class ProxyStack: Sendable {
     let directory: TemporaryDirectory
     let token = "ct-" + randomHex16() + randomHex16()
@@ -24,7 +25,7 @@ final class ProxyStack: Sendable {
 
     var client: HangarClient { HangarClient(url: "http://127.0.0.1:\(controllerPort)", token: token) }
 
-    init(proxyArguments: [String] = []) async throws {
+    init(proxyArguments: [String] = [], droneArguments: [String] = [], controllerArguments: [String] = []) async throws {
         await HangarProcess.endLeftovers()
         directory = try TemporaryDirectory("hangar-proxy")
         proxyPort = Int(try freeLoopbackPort())
@@ -33,7 +34,7 @@ final class ProxyStack: Sendable {
             [
                 "controller", "--listen", "127.0.0.1:0", "--store", directory.path + "/controller.sqlite", "--cluster",
                 cluster.rawValue, "--policies", "none",
-            ], environment: ["HANGAR_CONTROLLER_TOKEN": token])
+            ] + controllerArguments, environment: ["HANGAR_CONTROLLER_TOKEN": token])
         try await controller.waitForOutput("listening on")
         guard let match = controller.output.firstMatch(of: /listening on http:\/\/127\.0\.0\.1:(\d+)/), let port = Int(match.1)
         else { throw TestFailure("no port in \(controller.output)") }
@@ -44,7 +45,7 @@ final class ProxyStack: Sendable {
                 "drone", "--controller", url, "--name", "dr-proxy", "--cluster", cluster.rawValue, "--socket",
                 directory.path + "/drone.sock", "--state", directory.path + "/drone.sqlite", "--log-directory", "none",
                 "--data-root", "none", "--ingress-port", "0",
-            ],
+            ] + droneArguments,
             environment: [
                 "HANGAR_CONTROLLER_TOKEN": token, "HANGAR_INGRESS_SECRET": secret, "HANGAR_CGROUP_PARENT": cgroupParent,
             ])
@@ -61,25 +62,22 @@ final class ProxyStack: Sendable {
         try await eventually("the proxy is ready") { (try? ProxyStack.get(port: self.proxyPort, "/ready").status) == 200 }
     }
 
-    /// An example's server source (examples/NAME/server.py).
-    static func example(_ name: String) -> String {
-        var path = #filePath
-        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        return readFile(path + "/examples/\(name)/server.py") ?? ""
-    }
-
-    static let collabServer = example("collab")
-
-    /// A connect for `key` running the collab example (ready once port 8080 answers), or
-    /// another Python program.
+    /// A connect for `key` running an example's image with its policy's command (the
+    /// collab example by default: ready once port 8080 answers), or, with `program`, that
+    /// Python source in the python image.
     func request(
-        _ key: String, maxIdle: Int? = nil, subdomain: String? = nil, user: String? = "ada", program: String = collabServer
+        _ key: String, maxIdle: Int? = nil, subdomain: String? = nil, user: String? = "ada", example: String = "collab",
+        program: String? = nil
     ) throws -> ConnectRequest {
-        ConnectRequest(
+        let executable =
+            if let program {
+                Executable(image: try ImageName("python"), command: ["python3", "-c", program])
+            } else {
+                Executable(image: try ImageName(example))
+            }
+        return ConnectRequest(
             key: KeyConfig(name: try KeyName(key)),
-            spawn_config: SpawnConfig(
-                executable: Executable(image: try ImageName("python"), command: ["python3", "-c", program]),
-                max_idle_seconds: maxIdle, subdomain: subdomain),
+            spawn_config: SpawnConfig(executable: executable, max_idle_seconds: maxIdle, subdomain: subdomain),
             user: user, auth: ["team": .string("blue")])
     }
 
@@ -95,15 +93,20 @@ final class ProxyStack: Sendable {
         return try connection.response()
     }
 
-    func stop() async throws {
+    /// Stops the three (proxy, drone, controller: what each printed, in that order) and
+    /// checks that nothing of the drone's is left.
+    @discardableResult
+    func stop() async throws -> [HangarProcess.Result] {
+        var results: [HangarProcess.Result] = []
         for process in [proxy, drone, controller] {
             process.signal(SIGTERM)
-            _ = try await process.finish()
+            results.append(try await process.finish())
         }
         try await eventually("no sandbox process left") { HostState.processesWithSandboxUIDs().isEmpty }
         #expect(HostState.sandboxCgroups(parent: cgroupParent).isEmpty, "the drone left sandbox cgroups")
         HostState.removeCgroupParent(cgroupParent)
         directory.remove()
+        return results
     }
 }
 

@@ -5,9 +5,11 @@ import Synchronization
 public final class HangarProcess: Sendable {
     public let pid: pid_t
     private let stdout: Int32
-    private let stderr: Int32
     private let collected = OutputBuffer()
     private let reader: Task<String, Never>
+    /// Standard error is drained as it comes too: a role that logs a lot (a drone with a
+    /// thousand backends) would otherwise block on a full pipe.
+    private let errorReader: Task<String, Never>
 
     /// `.build/<configuration>/hangar`, next to the test runner.
     public static var executable: String {
@@ -124,9 +126,9 @@ public final class HangarProcess: Sendable {
     private init(pid: pid_t, stdout: Int32, stderr: Int32) {
         self.pid = pid
         self.stdout = stdout
-        self.stderr = stderr
         let collected = self.collected
         self.reader = Task.detached { await readAll(stdout, into: collected) }
+        self.errorReader = Task.detached { await readAll(stderr) }
     }
 
     /// What it has printed on stdout so far.
@@ -146,7 +148,7 @@ public final class HangarProcess: Sendable {
 
     /// Waits for the exit (the status as a shell reports it) and the output.
     public func finish() async throws -> Result {
-        let errText = await readAll(stderr)
+        let errText = await errorReader.value
         let outText = await reader.value
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}

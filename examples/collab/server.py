@@ -1,7 +1,7 @@
 """A collaborative document: one process per document key, the text in memory.
 
-Python's standard library only, so it runs in the python image as it is. It listens on
-$PORT (8080) and serves:
+Python's standard library only: the collab image is the python image with this file at
+/app/server.py (policies/collab.toml runs it). It listens on $PORT (8080) and serves:
   GET /            a page that edits the document live (open it in two tabs)
   GET /doc         the document as text
   GET /whoami      the x-verified-* and x-forwarded-* fields the proxy set, as JSON

@@ -1,7 +1,8 @@
 """A Python REPL: one process per session key, the session's variables in its memory.
 
-Python's standard library only, so it runs in the python image, under the python policy:
-the sandbox is what contains the code it runs. It listens on $PORT (8080) and serves:
+Python's standard library only: the python-repl image is the python image with this file
+at /app/server.py, run under policies/python-repl.toml (the python policy's sandbox is
+what contains the code it runs). It listens on $PORT (8080) and serves:
   POST /run        the body is Python source, run in the session's namespace; the answer
                    is JSON: {"stdout": ..., "stderr": ..., "error": null or the traceback}
   GET /            a page with a prompt (one session per key: reconnect, the variables stay)

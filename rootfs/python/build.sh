@@ -23,8 +23,10 @@ tmp=$(mktemp -d "$out/.rootfs.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 root=$tmp/rootfs
 echo "python image: debootstrap $suite from $mirror (this takes a minute or two)"
-debootstrap --variant=minbase --include="$include" --cache-dir="$cache" "$suite" "$root" "$mirror" \
-    >"$tmp/debootstrap.log" 2>&1 || { tail -n 30 "$tmp/debootstrap.log" >&2; exit 1; }
+# debootstrap's own lines go to a log; its phases are shown as they begin (progress).
+debootstrap --variant=minbase --include="$include" --cache-dir="$cache" "$suite" "$root" "$mirror" 2>&1 |
+    tee "$tmp/debootstrap.log" | awk -f "$here/../lib/debootstrap-progress.awk" ||
+    { tail -n 30 "$tmp/debootstrap.log" >&2; exit 1; }
 
 if [ -n "${PIP_PACKAGES:-}" ]; then
     cp /etc/resolv.conf "$root/etc/resolv.conf"
