@@ -26,7 +26,7 @@ import NIOHTTP1
 ///     GET  /metrics                             Prometheus text
 ///
 /// /ctrl needs the bearer token (or the forward-auth URL's yes); /pub and /metrics are safe
-/// to expose.
+/// to expose (but for `hangar dev`'s `moreMetrics`: the drone's page names keys).
 public enum ControllerAPI {
     /// The router over `controller`; /metrics ends with `moreMetrics` (`hangar dev` adds its
     /// drone's and proxy's there).

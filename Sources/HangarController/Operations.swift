@@ -10,7 +10,7 @@ extension Controller {
         try await withStore {
             if let (record, action, event) = try await store.requestTermination(backend, hard: hard) {
                 logger.info(
-                    hard ? "backend killed" : "backend terminated",
+                    hard ? "backend kill requested" : "backend termination requested",
                     metadata: ["backend.id": "\(backend)", "key": "\(record.key.name)", "drone": "\(record.drone)"])
                 feed.publish(event)
                 drones.send(try order(for: record, action: action.id, kind: action.kind), to: record.drone)

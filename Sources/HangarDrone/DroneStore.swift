@@ -2,6 +2,7 @@ import GRDB
 import Glibc
 import HangarCore
 import HangarSandbox
+import Logging
 import Synchronization
 
 /// The drone's state on disk (SQLite through GRDB): every backend with its latest state,
@@ -9,6 +10,8 @@ import Synchronization
 /// acknowledge. A drone that starts after a crash finds its previous backends here.
 public final class DroneStore: Sendable {
     let database: any DatabaseWriter
+    /// A failed write has nowhere to go but the drone's log: the drone goes on.
+    static let logger = Logger(label: "hangar.drone")
     private let watchers = Mutex<[Int: AsyncStream<Void>.Continuation]>([:])
     private let nextWatcher = Atomic<Int>(0)
 
@@ -76,7 +79,7 @@ public final class DroneStore: Sendable {
             }
         } catch {
             // The drone goes on; the controller protocol replays from what was stored.
-            FileError.report("recording backend \(id): \(error)")
+            Self.logger.error("recording a backend failed", metadata: ["backend.id": "\(id)", "error": "\(error)"])
         }
         notify()
     }
@@ -98,7 +101,7 @@ public final class DroneStore: Sendable {
                     arguments: [id.rawValue, BackendStatus.terminated.rawValue, TerminationReason.internalError.rawValue])
             }
         } catch {
-            FileError.report("recording backend \(id): \(error)")
+            Self.logger.error("recording a backend failed", metadata: ["backend.id": "\(id)", "error": "\(error)"])
         }
         notify()
     }
@@ -180,10 +183,3 @@ public final class DroneStore: Sendable {
     }
 }
 
-/// Errors that have nowhere to go but the log.
-enum FileError {
-    static func report(_ message: String) {
-        let line = "hangar drone: \(message)\n"
-        _ = line.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
-    }
-}

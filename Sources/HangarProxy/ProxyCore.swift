@@ -70,14 +70,45 @@ final class ProxyCore: Sendable {
     let configuration: ProxyConfiguration
     let routes: RouteCache
     let metrics = ProxyMetrics()
-    /// The proxy's own 5xx replies are logged (notice, with backend.id when it is known);
-    /// 4xx replies at debug.
+    /// The proxy's 502 and 504 replies are logged (notice, with backend.id when it is
+    /// known); its other replies at debug.
     let logger: Logger
+    let noticeBudget = LogBudget(perSecond: 10)
 
     init(configuration: ProxyConfiguration, routes: RouteCache, logger: Logger) {
         self.configuration = configuration
         self.routes = routes
         self.logger = logger
+    }
+}
+
+/// At most `perSecond` log lines a second from every loop together; those over it are
+/// counted, and the next line that passes says how many were suppressed.
+final class LogBudget: Sendable {
+    private struct Window {
+        var second: Int64 = 0
+        var used = 0
+        var dropped = 0
+    }
+
+    private let window = Mutex(Window())
+    let perSecond: Int
+
+    init(perSecond: Int) { self.perSecond = perSecond }
+
+    /// nil: drop this line; else how many were dropped since the last line that passed.
+    func take() -> Int? {
+        let second = wallClockMilliseconds() / 1000
+        return window.withLock { window in
+            if window.second != second { (window.second, window.used) = (second, 0) }
+            guard window.used < perSecond else {
+                window.dropped += 1
+                return nil
+            }
+            window.used += 1
+            defer { window.dropped = 0 }
+            return window.dropped
+        }
     }
 }
 
@@ -114,21 +145,24 @@ public final class ProxyMetrics: @unchecked Sendable {
         }
     }
 
-    /// One atomic per counter, in `Counter` order: the loops count without a shared lock
-    /// (hence @unchecked Sendable: every access is atomic).
+    /// One atomic per counter, in `Counter` order, each on a cache line of its own (64
+    /// bytes): the loops count without a shared lock, and counting one thing does not
+    /// slow another down (hence @unchecked Sendable: every access is atomic).
     private let counters: UnsafeMutablePointer<Int64>
+    private static let stride = 64 / MemoryLayout<Int64>.stride
     private let statuses = Mutex([Int: Int]())
     let open = Atomic<Int>(0)
 
     init() {
-        counters = .allocate(capacity: Counter.allCases.count)
-        counters.initialize(repeating: 0, count: Counter.allCases.count)
+        let count = Counter.allCases.count * Self.stride
+        counters = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Int64>.stride, alignment: 64)
+            .initializeMemory(as: Int64.self, repeating: 0, count: count)
     }
 
     deinit { counters.deallocate() }
 
     func add(_ counter: Counter, _ amount: Int = 1) {
-        hg_atomic_add_i64(counters + counter.rawValue, Int64(amount))
+        hg_atomic_add_i64(counters + counter.rawValue * Self.stride, Int64(amount))
     }
 
     func answered(_ status: Int) {
@@ -136,7 +170,7 @@ public final class ProxyMetrics: @unchecked Sendable {
     }
 
     /// A counter's value now.
-    public func value(_ counter: Counter) -> Int { Int(hg_atomic_load_i64(counters + counter.rawValue)) }
+    public func value(_ counter: Counter) -> Int { Int(hg_atomic_load_i64(counters + counter.rawValue * Self.stride)) }
 
     /// Responses the proxy made itself (errors, redirects, /ready), by status.
     public var ownResponses: [Int: Int] { statuses.withLock { $0 } }

@@ -49,14 +49,15 @@ final class Relay: @unchecked Sendable {
 
         var isEmpty: Bool { sent == bytes.count }
 
-        /// Sends what it can: true once all is out, false when the socket would block;
-        /// throws the errno of a failed send.
-        mutating func flush(to fd: Int32) throws(Errno) -> Bool {
+        /// Sends what it can, counting what went out: true once all is out, false when the
+        /// socket would block; throws the errno of a failed send.
+        mutating func flush(to fd: Int32, counting counter: ProxyMetrics.Counter, in metrics: ProxyMetrics) throws(Errno) -> Bool {
             while sent < bytes.count {
                 let n = bytes.withUnsafeBufferPointer { hg_send(fd, $0.baseAddress! + sent, bytes.count - sent) }
                 if n == -Int(EAGAIN) { return false }
                 guard n > 0 else { throw Errno(Int32(-n)) }
                 sent += n
+                metrics.add(counter, n)
             }
             clear()
             return true
@@ -279,7 +280,7 @@ final class Relay: @unchecked Sendable {
             }
             requestBody = BodyPump(head.body, from: client, to: upstream.fd, pipe: pipe, refusingWith: 400)
         }
-        queue(toUpstream: Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme))
+        toUpstream.bytes += Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme)
         requestSent = false
         response = upstream.answered ? .head : .answer
         if case .answer = response { deadline = loop.now + configuration.readyTimeout }
@@ -330,7 +331,7 @@ final class Relay: @unchecked Sendable {
         // The request: preface and head, then the body.
         if !toUpstream.isEmpty {
             do {
-                progress = try toUpstream.flush(to: upstream.fd)
+                progress = try toUpstream.flush(to: upstream.fd, counting: .bytesToBackends, in: core.metrics)
             } catch {
                 return failUpstream("the backend's drone is unreachable")
             }
@@ -446,17 +447,17 @@ final class Relay: @unchecked Sendable {
             guard request.upgrade != nil, requestSent else {
                 return failUpstream("the backend switched protocols without being asked to")
             }
-            queue(toClient: Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true))
+            toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: true)
             responseBegun = true
             return startTunnel()
         }
         if head.status < 200 {
-            queue(toClient: Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false))
+            toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: true, upgrade: false)
             return true
         }
         backendKeepsAlive = head.keepAlive
         let keep = request.keepAlive && head.keepAlive
-        queue(toClient: Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false))
+        toClient.bytes += Messages.response(head, backend: upstream.backend, keepAlive: keep, upgrade: false)
         responseBegun = true
         guard head.body != .none else {
             response = .done
@@ -545,20 +546,8 @@ final class Relay: @unchecked Sendable {
     private func run(_ pump: inout BodyPump, counting counter: ProxyMetrics.Counter) -> BodyPump.Outcome {
         let before = pump.moved
         let outcome = pump.run(scratch: loop.scratch)
-        core.metrics.add(counter, Int(pump.moved - before))
+        if pump.moved != before { core.metrics.add(counter, Int(pump.moved - before)) }
         return outcome
-    }
-
-    /// Queues what the proxy wrote itself (heads, its own replies), counted with the bytes
-    /// spliced.
-    private func queue(toClient bytes: [UInt8]) {
-        core.metrics.add(.bytesToClients, bytes.count)
-        toClient.bytes += bytes
-    }
-
-    private func queue(toUpstream bytes: [UInt8]) {
-        core.metrics.add(.bytesToBackends, bytes.count)
-        toUpstream.bytes += bytes
     }
 
     // MARK: replies of the proxy's own
@@ -567,13 +556,22 @@ final class Relay: @unchecked Sendable {
     /// request; else it ends once the reply is out.
     func reply(_ status: Int, _ text: String, keepAlive: Bool, location: String? = nil) {
         core.metrics.answered(status)
-        if status >= 500 || core.logger.logLevel <= .debug {
+        // A 502 or 504 says a backend or its drone failed: a notice, within the budget (a
+        // hostile backend can fail every request; the metrics count each one). The rest
+        // answer the client's own request: debug.
+        let failed = status == 502 || status == 504
+        if failed || core.logger.logLevel <= .debug {
             var metadata: Logger.Metadata = ["status": "\(status)"]
             if let route { metadata["backend.id"] = "\(route.backend_id)" }
             if let request { metadata["method"] = "\(request.method)" }
-            core.logger.log(level: status >= 500 ? .notice : .debug, "\(text)", metadata: metadata)
+            if !failed {
+                core.logger.debug("\(text)", metadata: metadata)
+            } else if let dropped = core.noticeBudget.take() {
+                if dropped > 0 { metadata["suppressed"] = "\(dropped)" }
+                core.logger.notice("\(text)", metadata: metadata)
+            }
         }
-        queue(toClient: Messages.reply(status, text, keepAlive: keepAlive, location: location))
+        toClient.bytes += Messages.reply(status, text, keepAlive: keepAlive, location: location)
         request = nil
         target = nil
         route = nil
@@ -592,7 +590,7 @@ final class Relay: @unchecked Sendable {
     /// the connection).
     private func flushClient() -> Bool {
         do {
-            return try toClient.flush(to: client)
+            return try toClient.flush(to: client, counting: .bytesToClients, in: core.metrics)
         } catch {
             close()
             return false

@@ -27,6 +27,8 @@ public final class RouteCache: Sendable {
 
     struct State {
         var entries: [String: Entry] = [:]
+        /// How many of `entries` are negative (the gauges without a walk of the cache).
+        var negatives = 0
         /// Lookups in flight: when each was asked, and who waits for it.
         var waiting: [String: (asked: ContinuousClock.Instant, callbacks: [@Sendable (RouteAnswer) -> Void])] = [:]
         var connected = false
@@ -49,11 +51,10 @@ public final class RouteCache: Sendable {
     }
 
     /// Routes cached, tokens remembered as unknown, lookups in flight, and whether the
-    /// controller is connected: the proxy's gauges.
+    /// controller is connected: the proxy's gauges, read without walking the cache.
     public var gauges: (routes: Int, unknown: Int, lookups: Int, connected: Bool) {
         state.withLock { state in
-            let routes = state.entries.values.filter { $0.route != nil }.count
-            return (routes, state.entries.count - routes, state.waiting.count, state.connected)
+            (state.entries.count - state.negatives, state.negatives, state.waiting.count, state.connected)
         }
     }
 
@@ -75,6 +76,7 @@ public final class RouteCache: Sendable {
                 }
                 if let until = entry.until, until > now { return .gone }
                 state.entries[token] = nil
+                state.negatives -= 1
             }
             if var pending = state.waiting[token] {
                 pending.callbacks.append(answer)
@@ -96,8 +98,13 @@ public final class RouteCache: Sendable {
     func resolved(_ token: String, _ route: ProxyRoute?) {
         let waiting = state.withLock { state -> [@Sendable (RouteAnswer) -> Void] in
             guard let waiting = state.waiting.removeValue(forKey: token)?.callbacks else { return [] }
-            if state.entries.count >= capacity { state.entries.removeAll(keepingCapacity: true) }
-            state.entries[token] = Entry(route: route, until: route == nil ? .now + negativeFor : nil)
+            if state.entries.count >= capacity {
+                state.entries.removeAll(keepingCapacity: true)
+                state.negatives = 0
+            }
+            let replaced = state.entries.updateValue(Entry(route: route, until: route == nil ? .now + negativeFor : nil), forKey: token)
+            if let replaced, replaced.route == nil { state.negatives -= 1 }
+            if route == nil { state.negatives += 1 }
             return waiting
         }
         let answer: RouteAnswer = route.map { .route($0) } ?? .gone
@@ -122,6 +129,7 @@ public final class RouteCache: Sendable {
     func linked(_ outbox: AsyncStream<String>.Continuation?) {
         let orphaned = state.withLock { state -> [@Sendable (RouteAnswer) -> Void] in
             state.entries.removeAll()
+            state.negatives = 0
             state.connected = outbox != nil
             state.outbox = outbox
             let orphaned = state.waiting.values.flatMap(\.callbacks)

@@ -498,9 +498,12 @@ func benchDrone(maxBackends: Int) async throws -> (SandboxRuntime, Drone) {
     configuration.logDirectory = nil
     configuration.maxBackends = maxBackends
     configuration.dataRoot = nil
+    // The backends' lives are not logged while they are measured: warnings and errors only.
+    var logger = Logger(label: "hangar.bench")
+    logger.logLevel = .warning
     let drone = try Drone(
         runtime: runtime, policies: PolicyLoader.fromEnvironment(), images: ImageStore.fromEnvironment(),
-        configuration: configuration)
+        configuration: configuration, logger: logger)
     return (runtime, drone)
 }
 

@@ -108,17 +108,18 @@ struct ConnectCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         var waited: Duration?
         if !noWait && response.status != "ready" {
-            // On a terminal, one line follows the backend's steps while it starts.
+            // On a terminal, one line follows the backend's steps while it starts (and is
+            // cleared before the URL, or an error, is printed).
             let terminal = isatty(2) == 1
             let id = try await clientErrors { try BackendID(response.backend_id) }
             _ = try await clientErrors {
-                try await client.waitUntilReady(id) { status in
+                defer { if terminal { FileHandleStandardError.write("\r\u{1b}[K") } }
+                return try await client.waitUntilReady(id) { status in
                     guard terminal else { return }
                     let seconds = Self.seconds(ContinuousClock.now - started)
                     FileHandleStandardError.write("\r\u{1b}[Kbackend \(id) on \(response.drone): \(status.status) (\(seconds) s)")
                 }
             }
-            if terminal { FileHandleStandardError.write("\r\u{1b}[K") }
             waited = ContinuousClock.now - started
         }
         if json {
@@ -246,10 +247,10 @@ struct ClusterCommand: AsyncParsableCommand {
             shown += 1
             if json {
                 printJSON(state, compact: true)
-                continue
+            } else {
+                let header = "every \(watch) s · \(utcTimestamp(wallClockMilliseconds()).prefix(19).replacing("T", with: " ")) UTC"
+                print((terminal ? "\u{1b}[H\u{1b}[2J" : shown > 1 ? "\n" : "") + header + "\n\n" + ClusterCommand.table(state))
             }
-            let header = "every \(watch) s · \(utcTimestamp(wallClockMilliseconds()).prefix(19).replacing("T", with: " ")) UTC"
-            print((terminal ? "\u{1b}[H\u{1b}[2J" : shown > 1 ? "\n" : "") + header + "\n\n" + ClusterCommand.table(state))
             fflush(nil)  // each frame as it comes, into a pipe too
         }
     }

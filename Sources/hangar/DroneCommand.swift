@@ -169,7 +169,7 @@ func makeDrone(_ configuration: DroneConfiguration, state: String, logger: Logge
             host: .fromEnvironment(), configuration: configuration, store: store, logger: logger)
         let lost = try drone.recover()
         if !lost.isEmpty {
-            FileHandleStandardError.write("hangar drone: \(lost.count) backends of the previous run recorded as lost\n")
+            logger.notice("backends of the previous run recorded as lost", metadata: ["backends.count": "\(lost.count)"])
         }
         return (drone, runtime)
     } catch {

@@ -4,12 +4,10 @@ import HangarCore
 import Logging
 
 /// How a long-running role (controller, drone, proxy, dev) logs: one line per record on
-/// standard error, as text (key=value metadata) or as JSON objects. The defaults come from
-/// HANGAR_LOG_FORMAT and HANGAR_LOG_LEVEL.
+/// standard error, as text (key=value metadata) or as JSON objects (`LineLogHandler`). The
+/// defaults come from HANGAR_LOG_FORMAT and HANGAR_LOG_LEVEL.
 struct LogOptions: ParsableArguments {
-    enum Format: String, ExpressibleByArgument, CaseIterable {
-        case text, json
-    }
+    typealias Format = LineLogHandler.Format
 
     @Option(name: .customLong("log-format"), help: ArgumentHelp("text or json (default: $HANGAR_LOG_FORMAT, else text).", valueName: "format"))
     var format: String?
@@ -44,15 +42,6 @@ struct LogOptions: ParsableArguments {
     /// Installs the handler for the whole process; call once, first thing in run().
     func bootstrap() {
         guard let (format, level) = try? settings() else { return }  // validate() has refused it
-        switch format {
-        case .text:
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-        case .json:
-            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
-        }
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
     }
 }

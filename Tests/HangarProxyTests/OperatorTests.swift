@@ -3,6 +3,10 @@ import Glibc
 import HangarClient
 import HangarCore
 import HangarTestSupport
+import HummingbirdWSClient
+import Logging
+import NIOWebSocket
+import Synchronization
 import Testing
 
 /// What an operator sees: JSON logs with backend and key ids from every role, Prometheus
@@ -97,6 +101,13 @@ struct OperatorTests {
             try? JSONDecoder().decode(ClusterStateView.self, from: Data($0.utf8))
         }
         #expect(states.count == 2 && states.allSatisfy { $0.backends["ready"] == 1 }, "\(frames)")
+        // Into a pipe, each frame comes as it is made (not when the buffer fills or at exit).
+        let following = try HangarProcess.start(
+            ["cluster", "--controller", controllerURL, "--watch", "0.2", "--json"], environment: environment)
+        try await following.waitForOutput("\"cluster\":")
+        following.signal(SIGTERM)
+        _ = try await following.finish()
+        _ = try await stack.client.connect(try stack.request(Self.hostileKey))
 
         // On a terminal (script(1) gives it one), one line follows the steps to ready.
         let shell = "\(HangarProcess.executable) connect ops-2 --controller \(controllerURL) --image python -- python3 -m http.server 8080"
@@ -129,10 +140,51 @@ struct OperatorTests {
                 $0["message"] == "backend scheduled" && $0["backend.id"] == id.rawValue && $0["key"] == "ops-1"
                     && $0["drone"] == "dr-proxy"
             }, "\(results[2].stderr.suffix(2000))")
-        #expect(controllerLog.contains { $0["message"] == "backend terminated" && $0["backend.id"] == id.rawValue })
+        #expect(controllerLog.contains { $0["message"] == "backend termination requested" && $0["backend.id"] == id.rawValue })
+        // A key a client chose to break lines and forge fields comes back exactly, in one field.
+        for (role, log) in [("drone", droneLog), ("controller", controllerLog)] {
+            #expect(log.contains { $0["message"] == "backend scheduled" && $0["key"] == Self.hostileKey }, "\(role)")
+            #expect(!log.contains { $0["status"] == "forged" }, "\(role)")
+        }
         #expect(
             proxyLog.contains { $0["status"] == "410" && $0["level"] == "debug" && $0["method"] == "GET" },
             "the proxy logged its 410 at debug: \(results[0].stderr.suffix(2000))")
+    }
+
+    /// Valid as a key (no C0 controls), hostile to a log line.
+    static let hostileKey = "a\"b\\c d=e status=forged\u{85}\u{2028}x"
+
+    @Test("the proxy counts each byte it sends once, heads included, while a tunnel is still open")
+    func byteCounters() async throws {
+        let stack = try await ProxyStack(proxyArguments: ["--metrics", "127.0.0.1:0"])
+        let port = try await Self.metricsPort(stack.proxy)
+        let response = try await stack.client.connect(try stack.request("bytes-1"))
+        _ = try await stack.client.waitUntilReady(try BackendID(response.backend_id))
+        let before = try await Self.scrape(port)
+        let message = String(repeating: "x", count: 200_000)
+        let during = Mutex("")
+        try await WebSocketClient.connect(
+            url: response.url.webSocketURL, configuration: .init(maxFrameSize: 1 << 20), logger: Logger(label: "test.ws")
+        ) { inbound, outbound, _ in
+            var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+            _ = try await iterator.next()  // the document as it was: empty
+            try await outbound.write(.text(message))
+            _ = try await iterator.next()  // the new document, to its sender too
+            let now = try await Self.scrape(port)
+            during.withLock { $0 = now }
+            try await outbound.close(.normalClosure, reason: nil)
+        }
+        let after = during.withLock { $0 }
+        func delta(_ name: String) -> Double { (Self.sample(after, name) ?? -1) - (Self.sample(before, name) ?? 0) }
+        // Up: the upgrade's head (under 1 KiB with the x-verified fields) and one masked
+        // 200,000-byte frame; down: the 101's head and two frames. Twice that would be
+        // counting twice; nothing would be counting only at the end.
+        let up = delta("hangar_proxy_bytes_to_backends_total")
+        let down = delta("hangar_proxy_bytes_to_clients_total")
+        #expect(up > 200_000 && up < 202_000, "to backends: \(up)")
+        #expect(down > 200_000 && down < 202_000, "to clients: \(down)")
+        #expect(delta("hangar_proxy_upgrades_total") == 1)
+        try await stack.stop()
     }
 
     @Test("HANGAR_LOG_FORMAT and HANGAR_LOG_LEVEL are checked like the flags, naming where the value came from")

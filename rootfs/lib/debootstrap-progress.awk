@@ -4,6 +4,7 @@ BEGIN { start = systime(); shown = 0 }
 /^I: / {
     verb = $2
     if ((verb == "Retrieving" || verb == "Validating") && ($3 == "InRelease" || $3 == "Release" || $3 == "Packages")) step = 1
+    else if (verb == "Checking" || verb == "Valid") step = 1
     else if (verb == "Retrieving" || verb == "Validating") step = 3
     else if (verb == "Extracting") step = 4
     else if (verb == "Installing" || verb == "Unpacking") step = 5
