@@ -134,7 +134,7 @@ struct DroneCommandTests {
         #expect(try await curl(socket, ["http://drone/events"]).body == #"{"events":[]}"#)
         kill(second.pid, SIGTERM)
         let end = try await second.finish()
-        #expect(end.stderr.contains("1 backends of the previous run recorded as lost"), "\(end.stderr)")
+        #expect(end.stderr.contains("notice hangar.drone: backends of the previous run recorded as lost backends.count=1"), "\(end.stderr)")
         await expectHostRestored(before, "no sandbox, mount, cgroup or network namespace is left")
     }
 }
