@@ -27,6 +27,10 @@ int hg_epoll_add(int epoll, int fd, uint32_t events, uint64_t data) {
     return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) < 0 ? -errno : 0;
 }
 
+int hg_epoll_remove(int epoll, int fd) {
+    return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL) < 0 ? -errno : 0;
+}
+
 int hg_epoll_wait(int epoll, struct hg_event *events, int max, int timeout_ms) {
     struct epoll_event raw[256];
     if (max > 256) max = 256;
@@ -142,6 +146,21 @@ int hg_close_reset(int fd) {
 /// A call moves at most this much before giving the loop back to other connections.
 #define HG_FLOW_SLICE (8L << 20)
 
+/// Moves what `from` has into the pipe's free room while `to` is full, so the sender is
+/// not held up by a destination that is momentarily slower; what this finds (nothing,
+/// the end, an error) is found again by the next read.
+static void hg_flow_prefill(struct hg_flow *flow, int32_t capacity) {
+    while (flow->remaining != 0 && flow->buffered < capacity) {
+        long want = capacity - flow->buffered;
+        if (flow->remaining > 0 && flow->remaining < want) want = flow->remaining;
+        ssize_t in = splice(flow->from, NULL, flow->pipe_write, NULL, (size_t)want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (in < 0 && errno == EINTR) continue;
+        if (in <= 0) return;
+        flow->buffered += in;
+        if (flow->remaining > 0) flow->remaining -= in;
+    }
+}
+
 int hg_flow_run(struct hg_flow *flow, int32_t capacity) {
     long moved_here = 0;
     for (;;) {
@@ -149,7 +168,10 @@ int hg_flow_run(struct hg_flow *flow, int32_t capacity) {
             ssize_t out = splice(flow->pipe_read, NULL, flow->to, NULL, (size_t)flow->buffered,
                                  SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (out < 0 && errno == EINTR) continue;
-            if (out < 0 && errno == EAGAIN) return HG_FLOW_WRITE;
+            if (out < 0 && errno == EAGAIN) {
+                hg_flow_prefill(flow, capacity);
+                return HG_FLOW_WRITE;
+            }
             if (out < 0) return -errno;
             flow->buffered -= out;
             flow->moved += out;

@@ -279,6 +279,7 @@ extern const uint32_t hg_epoll_in, hg_epoll_out, hg_epoll_rdhup, hg_epoll_et, hg
 
 int hg_epoll_create(void);
 int hg_epoll_add(int epoll, int fd, uint32_t events, uint64_t data);
+int hg_epoll_remove(int epoll, int fd);
 /// epoll_wait into `events` (at most 256): how many, or a negative errno.
 int hg_epoll_wait(int epoll, struct hg_event *events, int max, int timeout_ms);
 /// A non-blocking, close-on-exec pipe of about `size` bytes: its capacity, or a negative errno.

@@ -47,6 +47,7 @@ public final class Proxy: Service {
             Glibc.close(listener)
             throw error
         }
+        for loop in loops { loop.peers = loops.map(PumpLoop.Peer.init) }
         self.loops = loops
         let everyLoop = loops
         link = RouteLink(configuration: linkConfiguration, cache: routes, logger: logger) { revocation in
@@ -78,7 +79,11 @@ public final class Proxy: Service {
             "# HELP hangar_proxy_controller_connected 1 while the proxy is connected to the controller.",
             "# TYPE hangar_proxy_controller_connected gauge",
             "hangar_proxy_controller_connected \(gauges.connected ? 1 : 0)",
+            "# HELP hangar_proxy_loop_connections Client connections each loop carries (new ones go to the loop with the fewest).",
+            "# TYPE hangar_proxy_loop_connections gauge",
         ].joined(separator: "\n") + "\n"
+            + loops.enumerated().map { "hangar_proxy_loop_connections{loop=\"\($0.offset)\"} \($0.element.load.load(ordering: .relaxed))\n" }
+            .joined()
     }
 
     public func run() async throws {

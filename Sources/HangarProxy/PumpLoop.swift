@@ -4,9 +4,10 @@ import HangarCore
 import Synchronization
 
 /// One epoll loop on a thread of its own: it accepts connections from the shared listener
-/// (EPOLLEXCLUSIVE: one loop wakes per connection) and drives the relays it accepted. A
-/// relay lives on one loop for its whole life, so a relay's state needs no lock; other
-/// threads reach a loop only through `post`.
+/// (EPOLLEXCLUSIVE: one loop wakes per connection), hands each to the loop with the fewest
+/// connections (itself on a tie), and drives the relays it was given. A relay lives on one
+/// loop for its whole life, so a relay's state needs no lock; other threads reach a loop
+/// only through `post`.
 final class PumpLoop: @unchecked Sendable {
     /// epoll data of the listener and the wake-up eventfd; a relay's fds use id << 2 | side.
     static let listenerTag: UInt64 = 0
@@ -24,6 +25,17 @@ final class PumpLoop: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let finished = Mutex<CheckedContinuation<Void, Never>?>(nil)
     private let ended = Atomic<Bool>(false)
+    /// Its connections, counted when a loop decides to hand it one: what the acceptor
+    /// balances by. (The kernel wakes the first idle loop for a connection, so without
+    /// this a burst lands on one loop.)
+    let load = Atomic<Int>(0)
+    /// Every loop of the proxy, this one included (unowned: the proxy owns them); set
+    /// before the threads start.
+    var peers: [Peer] = []
+
+    struct Peer {
+        unowned let loop: PumpLoop
+    }
 
     // Loop-confined.
     var relays: [UInt64: Relay] = [:]
@@ -34,6 +46,8 @@ final class PumpLoop: @unchecked Sendable {
     let scratch: UnsafeMutablePointer<UInt8>
     let scratchSize: Int
     private var lastSweep = ContinuousClock.now
+    /// While out of file descriptors, the listener is out of the epoll set until then.
+    private var acceptsResume: ContinuousClock.Instant?
     /// The time read once per wake-up: what relays measure their deadlines from.
     private(set) var now = ContinuousClock.now
 
@@ -64,13 +78,16 @@ final class PumpLoop: @unchecked Sendable {
         scratch.deallocate()
     }
 
-    /// Runs `job` on the loop's thread, soon.
-    func post(_ job: @escaping @Sendable () -> Void) {
+    /// Runs `job` on the loop's thread, soon; false if the loop has ended (the job will
+    /// never run).
+    @discardableResult
+    func post(_ job: @escaping @Sendable () -> Void) -> Bool {
         inbox.withLock { jobs in
-            guard jobs != nil else { return }
+            guard jobs != nil else { return false }
             jobs!.append(job)
             var one: UInt64 = 1
             _ = write(wake, &one, 8)
+            return true
         }
     }
 
@@ -114,6 +131,10 @@ final class PumpLoop: @unchecked Sendable {
                 again.removeAll(keepingCapacity: true)
                 for relay in due { relay.drive() }
             }
+            if let resume = acceptsResume, now >= resume {
+                acceptsResume = nil
+                _ = hg_epoll_add(epoll, listener, hg_epoll_in | hg_epoll_exclusive, Self.listenerTag)
+            }
             if now - lastSweep >= .milliseconds(250) {
                 lastSweep = now
                 for relay in relays.values { relay.checkDeadline(now) }
@@ -140,31 +161,57 @@ final class PumpLoop: @unchecked Sendable {
         for job in jobs { job() }
     }
 
+    /// Accepts what is waiting (at most 64 at a time) and gives each connection to the
+    /// loop with the fewest.
     private func acceptAll() {
         var peer = [CChar](repeating: 0, count: 64)
         for _ in 0..<64 {
             let fd = peer.withUnsafeMutableBufferPointer { hg_accept_nonblocking(listener, $0.baseAddress, 64) }
             if fd < 0 {
                 if fd == -EINTR || fd == -ECONNABORTED { continue }
-                if fd == -EMFILE || fd == -ENFILE { core.metrics.add(.acceptFailures) }
+                if fd == -EMFILE || fd == -ENFILE {
+                    // Out of descriptors: the listener stays readable, so it would wake this
+                    // loop at once, again and again. It is set aside for 100 ms instead.
+                    core.metrics.add(.acceptFailures)
+                    _ = hg_epoll_remove(epoll, listener)
+                    acceptsResume = now + .milliseconds(100)
+                }
                 return
             }
-            guard relays.count < core.configuration.maxConnectionsPerLoop else {
-                core.metrics.add(.refusedConnections)
+            let address = String(cString: peer)
+            var least = self
+            for peer in peers where peer.loop.load.load(ordering: .relaxed) < least.load.load(ordering: .relaxed) {
+                least = peer.loop
+            }
+            let target = least
+            target.load.add(1, ordering: .relaxed)
+            if target === self {
+                adopt(fd, peer: address)
+            } else if !target.post({ target.adopt(fd, peer: address) }) {
+                target.load.subtract(1, ordering: .relaxed)
                 hg_close_reset(fd)
-                continue
             }
-            let id = nextID
-            nextID += 1
-            let relay = Relay(id: id, client: fd, peer: String(cString: peer), loop: self)
-            relays[id] = relay
-            core.metrics.add(.connections)
-            guard watch(fd, side: Self.clientSide, of: id) else {
-                relay.close()
-                continue
-            }
-            relay.drive()
         }
+    }
+
+    /// Takes a connection this loop was given (its `load` already counts it).
+    func adopt(_ fd: Int32, peer: String) {
+        guard !stopping.load(ordering: .acquiring), relays.count < core.configuration.maxConnectionsPerLoop else {
+            core.metrics.add(.refusedConnections)
+            load.subtract(1, ordering: .relaxed)
+            hg_close_reset(fd)
+            return
+        }
+        let id = nextID
+        nextID += 1
+        let relay = Relay(id: id, client: fd, peer: peer, loop: self)
+        relays[id] = relay
+        core.metrics.add(.connections)
+        guard watch(fd, side: Self.clientSide, of: id) else {
+            relay.close()
+            return
+        }
+        relay.drive()
     }
 
     /// Edge-triggered interest in everything: a relay tries until EAGAIN on each event.
@@ -173,7 +220,8 @@ final class PumpLoop: @unchecked Sendable {
     }
 
     func forget(_ relay: Relay) {
-        relays[relay.id] = nil
+        guard relays.removeValue(forKey: relay.id) != nil else { return }
+        load.subtract(1, ordering: .relaxed)
     }
 }
 

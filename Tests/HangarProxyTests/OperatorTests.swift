@@ -154,10 +154,24 @@ struct OperatorTests {
     /// Valid as a key (no C0 controls), hostile to a log line.
     static let hostileKey = "a\"b\\c d=e status=forged\u{85}\u{2028}x"
 
-    @Test("the proxy counts each byte it sends once, heads included, while a tunnel is still open")
+    @Test("the proxy counts each byte it sends once, heads included, while a tunnel is still open; a burst of connections is spread over its loops")
     func byteCounters() async throws {
-        let stack = try await ProxyStack(proxyArguments: ["--metrics", "127.0.0.1:0"])
+        let stack = try await ProxyStack(proxyArguments: ["--metrics", "127.0.0.1:0", "--loops", "3"])
         let port = try await Self.metricsPort(stack.proxy)
+        // Nine connections at once, open and idle: three on each loop (the kernel would
+        // wake the first idle loop for each of them).
+        try await eventually("the /ready checks' connections have closed") {
+            (try await Self.scrape(port)).contains("hangar_proxy_open_connections 0")
+        }
+        let idle = try (0..<9).map { _ in try connectLoopback(UInt16(stack.proxyPort)) }
+        try await eventually("nine connections carried") {
+            Self.sample(try await Self.scrape(port), "hangar_proxy_open_connections") == 9
+        }
+        let spread = try await Self.scrape(port)
+        for loop in 0..<3 {
+            #expect(Self.sample(spread, "hangar_proxy_loop_connections{loop=\"\(loop)\"}") == 3, "\(spread)")
+        }
+        idle.forEach { close($0) }
         let response = try await stack.client.connect(try stack.request("bytes-1"))
         _ = try await stack.client.waitUntilReady(try BackendID(response.backend_id))
         let before = try await Self.scrape(port)
@@ -215,6 +229,10 @@ struct OperatorTests {
         let fetched = try await HangarProcess.run(
             program: "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--resolve", "localhost:\(proxyPort):127.0.0.1", url + "doc"])
         #expect(fetched.stdout == "200", "\(fetched)")
+        // The README's session: `hangar ws "${URL}ws"`, a line typed, the document back.
+        let session = try await HangarProcess.run(
+            program: "/bin/sh", ["-c", "(echo hello; sleep 1) | '\(HangarProcess.executable)' ws '\(url)ws'"])
+        #expect(session.status == 0 && session.stdout == "\nhello\n", "\(session)")
 
         let metrics = try await Self.scrape(api)
         #expect(Self.sample(metrics, "hangar_controller_spawns_total") == 1, "\(metrics)")
