@@ -171,7 +171,7 @@ let package = Package(
         .testTarget(
             name: "HangarProxyTests",
             dependencies: [
-                "HangarProxy", "HangarClient", "HangarCore", "HangarTestSupport", .target(name: "hangar"),
+                "HangarProxy", "HangarClient", "HangarCore", "HangarSandbox", "CShims", "HangarTestSupport", .target(name: "hangar"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

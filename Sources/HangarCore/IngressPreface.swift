@@ -1,15 +1,19 @@
 import CShims
 import Glibc
+import Synchronization
 
-/// The first line of a connection to a drone's ingress port: which backend, when, and an
-/// HMAC-SHA256 of both under the secret the drone and its proxies share. The drone answers
-/// with one line once the backend is ready and connected (it holds the connection until
-/// then, within a bound), or with why not; then the connection carries the backend's bytes.
+/// The first line of a connection to a drone's ingress port: which backend, when, a nonce,
+/// and an HMAC-SHA256 of the three under the secret the drone and its proxies share. The
+/// drone answers with one line once the backend is ready and connected (it holds the
+/// connection until then, within a bound), or with why not; then the connection carries
+/// the backend's bytes.
 ///
-///     proxy:  HANGAR-INGRESS 1 <backend id> <unix seconds> <hex hmac of "1 <backend id> <unix seconds>">\n
+///     proxy:  HANGAR-INGRESS 2 <backend id> <unix seconds> <nonce> <hex hmac of "2 <backend id> <unix seconds> <nonce>">\n
 ///     drone:  HANGAR-INGRESS OK\n      or      HANGAR-INGRESS NO <reason>\n  (and closes)
 ///
-/// A connection whose preface is malformed, stale or wrongly signed gets no answer.
+/// The nonce is 32 hex digits (128 random bits); a drone takes each nonce once
+/// (`ReplayGuard`), so a captured preface cannot open a second connection. A connection
+/// whose preface is malformed, stale, wrongly signed or replayed gets no answer.
 public enum IngressPreface {
     /// The drone's answer when the backend is connected.
     public static let accepted = "HANGAR-INGRESS OK\n"
@@ -32,13 +36,15 @@ public enum IngressPreface {
     /// How far the preface's time may be from the drone's clock.
     public static let window: Int = 60
 
-    /// The preface for `backend`, signed now.
-    public static func make(backend: BackendID, secret: [UInt8], now: Int = Int(time(nil))) -> String {
-        "HANGAR-INGRESS 1 \(backend) \(now) \(hex(mac(backend: backend.rawValue, time: now, secret: secret)))\n"
+    /// The preface for `backend`, signed now, with a fresh nonce.
+    public static func make(
+        backend: BackendID, secret: [UInt8], now: Int = Int(time(nil)), nonce: String = randomHex16() + randomHex16()
+    ) -> String {
+        "HANGAR-INGRESS 2 \(backend) \(now) \(nonce) \(hex(mac(backend: backend.rawValue, time: now, nonce: nonce, secret: secret)))\n"
     }
 
-    static func mac(backend: String, time: Int, secret: [UInt8]) -> [UInt8] {
-        let message = Array("1 \(backend) \(time)".utf8)
+    static func mac(backend: String, time: Int, nonce: String, secret: [UInt8]) -> [UInt8] {
+        let message = Array("2 \(backend) \(time) \(nonce)".utf8)
         var out = [UInt8](repeating: 0, count: 32)
         _ = hg_hmac_sha256(secret, secret.count, message, message.count, &out)
         return out
@@ -48,23 +54,65 @@ public enum IngressPreface {
         bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
-    /// The backend id of a valid preface, or why it is refused.
-    public static func verify(_ line: String, secret: [UInt8], now: Int = Int(time(nil))) -> Result<BackendID, IngressRefusal> {
+    /// The backend id of a valid preface, or why it is refused. With `replays`, a nonce
+    /// is taken once: a second preface with it is `replayed`.
+    public static func verify(
+        _ line: String, secret: [UInt8], now: Int = Int(time(nil)), replays: ReplayGuard? = nil
+    ) -> Result<BackendID, IngressRefusal> {
         let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 5, fields[0] == "HANGAR-INGRESS", fields[1] == "1" else {
+        guard fields.count == 6, fields[0] == "HANGAR-INGRESS", fields[1] == "2" else {
             return .failure(.malformed)
         }
         // At most 12 plain digits: no sign, and no overflow in the window's arithmetic.
         guard (1...12).contains(fields[3].utf8.count), fields[3].utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
-            let stamp = Int(fields[3]), let id = try? BackendID(String(fields[2]))
+            let stamp = Int(fields[3]), let id = try? BackendID(String(fields[2])),
+            fields[4].utf8.count == 32, fields[4].utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
         else { return .failure(.malformed) }
         guard abs(now - stamp) <= window else { return .failure(.expired) }
-        let expected = Array(hex(mac(backend: String(fields[2]), time: stamp, secret: secret)).utf8)
-        let given = Array(fields[4].utf8)
-        guard constantTimeEqual(given, expected) else {
+        let nonce = String(fields[4])
+        let expected = Array(hex(mac(backend: String(fields[2]), time: stamp, nonce: nonce, secret: secret)).utf8)
+        guard constantTimeEqual(Array(fields[5].utf8), expected) else {
             return .failure(.badSignature)
         }
+        if let replays, !replays.firstUse(of: nonce, now: now) { return .failure(.replayed) }
         return .success(id)
+    }
+}
+
+/// The nonces of the prefaces a drone accepted, kept as long as a preface with one could
+/// still be within the time window: a nonce seen again is a replay. Two generations of
+/// `2 × window` seconds each; at most `capacity` nonces, beyond which prefaces are refused
+/// as replays until the older generation is dropped (a bound no honest proxy reaches:
+/// about 8,000 new connections a second for two minutes).
+public final class ReplayGuard: Sendable {
+    private struct Generations {
+        var current: Set<String> = []
+        var previous: Set<String> = []
+        var started = 0
+    }
+
+    private let state = Mutex(Generations())
+    let span: Int
+    let capacity: Int
+
+    public init(window: Int = IngressPreface.window, capacity: Int = 1 << 20) {
+        span = 2 * window
+        self.capacity = capacity
+    }
+
+    /// True the first time `nonce` is seen (and it is recorded), false after.
+    public func firstUse(of nonce: String, now: Int = Int(time(nil))) -> Bool {
+        state.withLock { state in
+            if now - state.started >= span {
+                // A preface accepted in the previous generation is past its window by the
+                // end of this one.
+                state.previous = now - state.started >= 2 * span ? [] : state.current
+                state.current = []
+                state.started = now
+            }
+            guard !state.previous.contains(nonce), state.current.count + state.previous.count < capacity else { return false }
+            return state.current.insert(nonce).inserted
+        }
     }
 }
 
@@ -73,6 +121,7 @@ public enum IngressRefusal: String, Error, Sendable, CaseIterable {
     case malformed = "malformed preface"
     case expired = "preface outside the time window"
     case badSignature = "wrong signature"
+    case replayed = "preface already used"
     case unknownBackend = "no such backend"
     case notReady = "backend not ready in time"
     case ended = "backend ended"
@@ -84,6 +133,7 @@ public enum IngressRefusal: String, Error, Sendable, CaseIterable {
         case .malformed: "malformed"
         case .expired: "expired"
         case .badSignature: "bad-signature"
+        case .replayed: "replayed"
         case .unknownBackend: "unknown-backend"
         case .notReady: "not-ready"
         case .ended: "ended"

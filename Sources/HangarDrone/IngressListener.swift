@@ -13,6 +13,8 @@ import Synchronization
 public final class IngressListener: Sendable {
     let drone: Drone
     let secret: [UInt8]
+    /// The nonces of accepted prefaces: each opens one connection.
+    let replays = ReplayGuard()
     let logger: Logger
     let socket: Int32
     /// The port it listens on (useful when asked for port 0).
@@ -105,14 +107,15 @@ public final class IngressListener: Sendable {
         var ready = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
         while line.count < 256 {
             let left = deadline - ContinuousClock.now
-            guard left > .zero, poll(&ready, 1, Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)) > 0 else { break }
+            guard left > .zero, poll(&ready, 1, Int32(clamping: Self.milliseconds(left))) > 0 else { break }
             let n = read(client, &byte, 1)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 || byte == UInt8(ascii: "\n") { break }
             line.append(byte)
         }
         let result = byte == UInt8(ascii: "\n")
-            ? IngressPreface.verify(String(decoding: line, as: UTF8.self), secret: secret) : .failure(.malformed)
+            ? IngressPreface.verify(String(decoding: line, as: UTF8.self), secret: secret, replays: replays)
+            : .failure(.malformed)
         switch result {
         case .failure(let refusal):
             refuse(client, refusal, line)
@@ -133,34 +136,59 @@ public final class IngressListener: Sendable {
     }
 
     /// Waits, within the bounds, until the backend exists and is ready, and connects to it;
-    /// gives up early if the proxy hangs up. Polls every 5 ms: a held connection costs a
-    /// thread that mostly sleeps, only while its backend starts.
+    /// gives up early if the proxy hangs up. A held connection costs a thread that sleeps
+    /// in poll(2): until the backend exists it looks again after 1, 2, 4 … ms (at most
+    /// every 50 ms), and then it is woken by the backend's own change of status (an
+    /// eventfd), or by the proxy hanging up.
     private func hold(_ client: Int32, for id: BackendID) -> Result<(Backend, Int32), IngressRefusal> {
         let clock = ContinuousClock()
         let start = clock.now
-        // POLLRDHUP (0x2000) is hidden behind _GNU_SOURCE in Glibc's Swift module.
-        let hangup: Int16 = 0x2000 | Int16(POLLHUP | POLLERR)
-        var watch = pollfd(fd: client, events: 0x2000, revents: 0)
-        func proxyLeft() -> Bool {
-            watch.revents = 0
-            return poll(&watch, 1, 5) > 0 && watch.revents & hangup != 0
-        }
         var found = drone.backend(id)
+        var pause = 1
         while found == nil {
-            if clock.now - start > appearWithin || proxyLeft() { return .failure(.unknownBackend) }
+            let left = appearWithin - (clock.now - start)
+            if left <= .zero || proxyLeft(client, within: min(pause, Self.milliseconds(left))) {
+                return .failure(.unknownBackend)
+            }
+            pause = min(pause * 2, 50)
             found = drone.backend(id)
         }
         guard let backend = found else { return .failure(.unknownBackend) }
-        while true {
-            let status = backend.current.status
-            if status >= .terminating { return .failure(.ended) }
-            if status == .ready { break }
-            if clock.now - start > readyWithin || proxyLeft() { return .failure(.notReady) }
+        if backend.current.status < .ready {
+            let wake = StatusWake()
+            defer { wake.close() }
+            let waiter = Task { [wake] in
+                _ = await backend.reached(.ready)
+                wake.signal()
+            }
+            defer { waiter.cancel() }
+            while backend.current.status < .ready {
+                let left = readyWithin - (clock.now - start)
+                // Without an eventfd (out of descriptors), it looks every 50 ms.
+                let sleep = wake.fd >= 0 ? Self.milliseconds(left) : min(Self.milliseconds(left), 50)
+                if left <= .zero || proxyLeft(client, within: sleep, or: wake.fd) {
+                    return .failure(.notReady)
+                }
+            }
         }
+        if backend.current.status >= .terminating { return .failure(.ended) }
         guard let upstream = try? backend.connect() else {
             return .failure(backend.current.status >= .terminating ? .ended : .unreachable)
         }
         return .success((backend, upstream))
+    }
+
+    /// Sleeps until `client` hangs up (true), `wake` is signalled or the time is up (false).
+    private func proxyLeft(_ client: Int32, within milliseconds: Int, or wake: Int32 = -1) -> Bool {
+        // POLLRDHUP (0x2000) is hidden behind _GNU_SOURCE in Glibc's Swift module.
+        let hangup: Int16 = 0x2000 | Int16(POLLHUP | POLLERR)
+        var fds = [pollfd(fd: client, events: 0x2000, revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+        guard poll(&fds, wake >= 0 ? 2 : 1, Int32(clamping: milliseconds)) > 0 else { return false }
+        return fds[0].revents & hangup != 0
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int {
+        Int(duration.components.seconds) * 1000 + Int(duration.components.attoseconds / 1_000_000_000_000_000) + 1
     }
 
     @discardableResult
@@ -205,5 +233,33 @@ extension IngressPreface {
             line.append(byte)
         }
         return nil
+    }
+}
+
+/// An eventfd a task signals when a backend's status changes, for a thread asleep in
+/// poll(2). Closed under a lock, so a late signal never writes to a descriptor number the
+/// process has reused.
+final class StatusWake: Sendable {
+    private let descriptor: Mutex<Int32?>
+    let fd: Int32
+
+    init() {
+        fd = hg_eventfd(1)
+        descriptor = Mutex(fd >= 0 ? fd : nil)
+    }
+
+    func signal() {
+        descriptor.withLock { fd in
+            guard let fd else { return }
+            var one: UInt64 = 1
+            _ = write(fd, &one, 8)
+        }
+    }
+
+    func close() {
+        descriptor.withLock { fd in
+            if let open = fd { Glibc.close(open) }
+            fd = nil
+        }
     }
 }

@@ -2,7 +2,10 @@
 /// on unchanged, reads only the size lines, the CR LF after each chunk and the trailers,
 /// and moves each chunk's data with splice. Strict, because a backend in a sandbox may be
 /// hostile: a size line is hex digits (at most 15) and optional extensions, nothing else;
-/// every line ends in CR LF; trailers are bounded.
+/// every line ends in CR LF; trailers are bounded. A client's trailers may not carry what
+/// the proxy sets or frames by (`x-verified-*`, `x-forwarded-*`, Content-Length,
+/// Transfer-Encoding, Host): a backend that merges trailers into its fields would
+/// otherwise take a forged identity for the proxy's.
 public struct ChunkedFramer: Sendable {
     /// What to do next.
     public enum Step: Sendable, Equatable {
@@ -31,10 +34,19 @@ public struct ChunkedFramer: Sendable {
     public let maxTrailerBytes = 16 * 1024
     /// The status a malformed body gets: 400 for a request's, 502 for a backend's response.
     let status: Int
+    /// A client's body: trailers the proxy owns are refused.
+    let guardsTrailers: Bool
 
+    /// A framer for a request's body (`refusingWith: 400`: trailers are guarded too) or
+    /// a response's (502).
     public init(refusingWith status: Int) {
         self.status = status
+        guardsTrailers = status == 400
     }
+
+    /// Trailer names a client may not send (lowercase), and prefixes.
+    static let ownedTrailers: Set<String> = ["content-length", "transfer-encoding", "host"]
+    static let ownedTrailerPrefixes = ["x-verified-", "x-forwarded-"]
 
     public var step: Step {
         switch phase {
@@ -95,6 +107,12 @@ public struct ChunkedFramer: Sendable {
                 guard let first = text.first, first != 32, first != 9, let colon = text.firstIndex(of: UInt8(ascii: ":")),
                     colon > text.startIndex, text[..<colon].allSatisfy(HeadParser.isTokenByte)
                 else { throw HeadError(status, "a malformed trailer field") }
+                if guardsTrailers {
+                    let name = String(decoding: text[..<colon], as: UTF8.self).lowercased()
+                    if Self.ownedTrailers.contains(name) || Self.ownedTrailerPrefixes.contains(where: name.hasPrefix) {
+                        throw HeadError(status, "a trailer field the proxy owns: \(name)")
+                    }
+                }
             }
         case .data, .done:
             break

@@ -374,7 +374,8 @@ final class DroneTests: Sendable {
             return String(decoding: (try? readToEnd(fd)) ?? [], as: UTF8.self)
         }
 
-        let good = try exchange(IngressPreface.make(backend: backend.id, secret: secret))
+        let preface = IngressPreface.make(backend: backend.id, secret: secret)
+        let good = try exchange(preface)
         #expect(good.hasPrefix(IngressPreface.accepted + "HTTP/1.0 200"), "\(good.prefix(60))")
         // The backend's log reaches the buffer on a reader thread: wait for the accepted
         // request before counting what the refused ones add.
@@ -386,10 +387,12 @@ final class DroneTests: Sendable {
         #expect(try exchange(IngressPreface.make(backend: backend.id, secret: Array("another secret of enough bytes".utf8))).isEmpty)
         #expect(try exchange(IngressPreface.make(backend: backend.id, secret: secret, now: Int(time(nil)) - 3600)).isEmpty)
         // A time that would overflow the window's arithmetic is malformed, not a crash.
-        #expect(try exchange("HANGAR-INGRESS 1 \(backend.id) -9223372036854775808 00\n").isEmpty)
+        #expect(try exchange("HANGAR-INGRESS 2 \(backend.id) -9223372036854775808 \(String(repeating: "0", count: 32)) 00\n").isEmpty)
+        // The accepted preface, captured and sent again: a replay.
+        #expect(try exchange(preface).isEmpty)
         // A signed preface for a backend the drone never heard of is answered, after a wait.
         #expect(try exchange(IngressPreface.make(backend: BackendID.random(), secret: secret)) == "HANGAR-INGRESS NO unknown-backend\n")
-        #expect(listener.refused == [.malformed, .badSignature, .expired, .malformed, .unknownBackend], "\(listener.refused)")
+        #expect(listener.refused == [.malformed, .badSignature, .expired, .malformed, .replayed, .unknownBackend], "\(listener.refused)")
         try await Task.sleep(for: .milliseconds(100))
         #expect(backend.logs.text.components(matching: "GET /env") == requestsSeen, "no refused byte reached the backend")
         backend.terminate(.external)

@@ -65,6 +65,22 @@ struct ChunkedFramerTests {
         }
     }
 
+    @Test("a client's trailers may not carry what the proxy sets or frames by; a backend's may")
+    func ownedTrailers() throws {
+        for name in ["X-Verified-Username", "x-verified-secret", "X-Forwarded-For", "content-length", "Transfer-Encoding", "HOST"] {
+            var request = ChunkedFramer(refusingWith: 400)
+            #expect(throws: HeadError(400, "a trailer field the proxy owns: \(name.lowercased())"), "\(name)") {
+                _ = try request.consume(Array("0\r\n\(name): x\r\n\r\n".utf8))
+            }
+            var response = ChunkedFramer(refusingWith: 502)
+            _ = try response.consume(Array("0\r\n\(name): x\r\n\r\n".utf8))
+            #expect(response.step == .done, "a backend's own trailer \(name) is its business")
+        }
+        var request = ChunkedFramer(refusingWith: 400)
+        _ = try request.consume(Array("0\r\nX-Checksum: 1\r\nx-verifiedness: 2\r\n\r\n".utf8))
+        #expect(request.step == .done, "other trailers pass")
+    }
+
     @Test("lines and trailers are bounded")
     func bounds() {
         #expect(throws: HeadError(502, "a chunked body's line is over 4096 bytes")) {

@@ -270,6 +270,10 @@ struct RefusalTests {
             ("GET /../../etc/passwd HTTP/1.1\r\n" + host + "\r\n", 410, "a path as a token"),
             ("GET /" + String(repeating: "t", count: 5000) + "/ HTTP/1.1\r\n" + host + "\r\n", 410, "a huge token"),
             ("POST \(path)doc HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "a malformed chunk size"),
+            (
+                "POST \(path)doc HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Verified-Username: root\r\n\r\n",
+                400, "a forged x-verified trailer"
+            ),
         ]
         for (request, status, what) in cases {
             let connection = try HTTPExchange(port: stack.proxyPort)
