@@ -85,9 +85,28 @@ public enum IngressPreface {
 /// as replays until the older generation is dropped (a bound no honest proxy reaches:
 /// about 8,000 new connections a second for two minutes).
 public final class ReplayGuard: Sendable {
+    /// A nonce's 128 bits (16 bytes a nonce, not a 32-character string).
+    struct Key: Hashable {
+        var high: UInt64
+        var low: UInt64
+
+        init(_ nonce: String) {
+            if nonce.utf8.count == 32, let high = UInt64(nonce.prefix(16), radix: 16),
+                let low = UInt64(nonce.suffix(16), radix: 16)
+            {
+                (self.high, self.low) = (high, low)
+            } else {
+                // Not a preface's nonce (verify lets none through): its hash.
+                var hasher = Hasher()
+                hasher.combine(nonce)
+                (high, low) = (UInt64.max, UInt64(bitPattern: Int64(hasher.finalize())))
+            }
+        }
+    }
+
     private struct Generations {
-        var current: Set<String> = []
-        var previous: Set<String> = []
+        var current: Set<Key> = []
+        var previous: Set<Key> = []
         var started = 0
     }
 
@@ -110,8 +129,9 @@ public final class ReplayGuard: Sendable {
                 state.current = []
                 state.started = now
             }
-            guard !state.previous.contains(nonce), state.current.count + state.previous.count < capacity else { return false }
-            return state.current.insert(nonce).inserted
+            let key = Key(nonce)
+            guard !state.previous.contains(key), state.current.count + state.previous.count < capacity else { return false }
+            return state.current.insert(key).inserted
         }
     }
 }
