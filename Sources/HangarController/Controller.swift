@@ -154,6 +154,8 @@ public final class Controller: Sendable {
                 if !lost.isEmpty {
                     logger.info("backends of silent drones recorded as lost", metadata: ["backends.count": "\(lost.count)"])
                 }
+            } catch is CancellationError {
+                return  // shutting down
             } catch {
                 logger.error("sweep failed", metadata: ["error": "\(error)"])
             }

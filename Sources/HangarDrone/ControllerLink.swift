@@ -81,8 +81,10 @@ public final class ControllerLink: Sendable {
                     inbound, outbound, _ in
                     try await self.session(inbound: inbound, outbound: outbound)
                 }
-            } catch {
+            } catch where !Task.isCancelled {
                 logger.info("the controller is out of reach", metadata: ["error": "\(error)", "controller.url": "\(url)"])
+            } catch {
+                // Shutting down: not worth a line.
             }
         }
     }

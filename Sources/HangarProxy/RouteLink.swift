@@ -45,7 +45,7 @@ public final class RouteLink: Service {
 
     /// Keeps the link until cancelled or shut down.
     public func run() async throws {
-        try? await cancelWhenGracefulShutdown { await self.keepConnected() }
+        await cancelWhenGracefulShutdown { await self.keepConnected() }
         cache.linked(nil)
     }
 
@@ -59,8 +59,10 @@ public final class RouteLink: Service {
                     inbound, outbound, _ in
                     try await self.session(inbound: inbound, outbound: outbound)
                 }
-            } catch {
+            } catch where !Task.isCancelled {
                 logger.info("the controller is out of reach", metadata: ["error": "\(error)", "controller.url": "\(url)"])
+            } catch {
+                // Shutting down: not worth a line.
             }
             // Revocations may be missed from now on: nothing cached may be used.
             cache.linked(nil)
