@@ -193,13 +193,6 @@ public final class Controller: Sendable {
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}
-
 import ServiceLifecycle
 
 /// The controller's sweeps as a service: lost drones, expired leases, revocations of

@@ -90,17 +90,12 @@ public final class ReplayGuard: Sendable {
         var high: UInt64
         var low: UInt64
 
-        init(_ nonce: String) {
-            if nonce.utf8.count == 32, let high = UInt64(nonce.prefix(16), radix: 16),
+        /// Nil for anything but 32 hex digits (`verify` lets nothing else through).
+        init?(_ nonce: String) {
+            guard nonce.utf8.count == 32, let high = UInt64(nonce.prefix(16), radix: 16),
                 let low = UInt64(nonce.suffix(16), radix: 16)
-            {
-                (self.high, self.low) = (high, low)
-            } else {
-                // Not a preface's nonce (verify lets none through): its hash.
-                var hasher = Hasher()
-                hasher.combine(nonce)
-                (high, low) = (UInt64.max, UInt64(bitPattern: Int64(hasher.finalize())))
-            }
+            else { return nil }
+            (self.high, self.low) = (high, low)
         }
     }
 
@@ -119,7 +114,8 @@ public final class ReplayGuard: Sendable {
         self.capacity = capacity
     }
 
-    /// True the first time `nonce` is seen (and it is recorded), false after.
+    /// True the first time `nonce` is seen (and it is recorded), false after (and for
+    /// anything that is not a nonce).
     public func firstUse(of nonce: String, now: Int = Int(time(nil))) -> Bool {
         state.withLock { state in
             if now - state.started >= span {
@@ -129,8 +125,7 @@ public final class ReplayGuard: Sendable {
                 state.current = []
                 state.started = now
             }
-            let key = Key(nonce)
-            guard !state.previous.contains(key), state.current.count + state.previous.count < capacity else { return false }
+            guard let key = Key(nonce), !state.previous.contains(key), state.current.count + state.previous.count < capacity else { return false }
             return state.current.insert(key).inserted
         }
     }

@@ -17,9 +17,10 @@ public struct LineLogHandler: LogHandler {
         case text, json
     }
 
-    /// The fields every JSON line has; a metadata key with one of these names is written
-    /// as `metadata.NAME` instead.
-    static let fixedFields: Set<String> = ["time", "level", "logger", "message", "source", "error", "error.type"]
+    /// The fields every JSON line has; a metadata key with one of these names (or `error`
+    /// and `error.type` on a record that carries an error) is written as `metadata.NAME`.
+    static let fixedFields: Set<String> = ["time", "level", "logger", "message", "source"]
+    static let errorFields: Set<String> = ["error", "error.type"]
     /// One writer at a time, in the whole process.
     private static let writing = Mutex(())
 
@@ -102,7 +103,8 @@ public struct LineLogHandler: LogHandler {
             }
             for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
                 out += ","
-                appendQuoted(LineLogHandler.fixedFields.contains(key) ? "metadata." + key : key, to: &out)
+                let taken = LineLogHandler.fixedFields.contains(key) || (error != nil && LineLogHandler.errorFields.contains(key))
+                appendQuoted(taken ? "metadata." + key : key, to: &out)
                 out += ":"
                 Self.appendJSON(value, to: &out)
             }
@@ -117,7 +119,8 @@ public struct LineLogHandler: LogHandler {
             appendEscaped(message, to: &out)
             for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
                 out += " "
-                Self.appendTextValue(key, to: &out)
+                let taken = error != nil && LineLogHandler.errorFields.contains(key)
+                Self.appendTextValue(taken ? "metadata." + key : key, to: &out)
                 out += "="
                 switch value {
                 case .string(let text): Self.appendTextValue(text, to: &out)
@@ -164,10 +167,12 @@ public struct LineLogHandler: LogHandler {
     }
 }
 
-/// A scalar written as an escape: C0 and C1 controls, DEL, and the Unicode line and
-/// paragraph separators (a log viewer may break a line at any of them).
+/// A scalar written as an escape: C0 and C1 controls, DEL, the Unicode line and
+/// paragraph separators (a log viewer may break a line at any of them), and format
+/// characters such as the bidi overrides (which reorder what a reader sees).
 func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
     scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+        || scalar.properties.generalCategory == .format
 }
 
 /// `text` quoted, with the escapes JSON strings (RFC 8259) and TOML basic strings share:

@@ -73,18 +73,13 @@ public final class ControllerLink: Sendable {
 
     private func keepConnected() async {
         let url = controllerSocketURL(configuration.url, cluster: configuration.cluster, socket: "drone-socket")
-        await reconnecting(minimum: configuration.reconnectMin, maximum: configuration.reconnectMax) {
-            do {
-                var settings = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
-                if let token = configuration.token { settings.additionalHeaders[.authorization] = "Bearer \(token)" }
-                try await WebSocketClient.connect(url: url, configuration: settings, logger: logger) {
-                    inbound, outbound, _ in
-                    try await self.session(inbound: inbound, outbound: outbound)
-                }
-            } catch where !Task.isCancelled {
-                logger.info("the controller is out of reach", metadata: ["error": "\(error)", "controller.url": "\(url)"])
-            } catch {
-                // Shutting down: not worth a line.
+        await reconnecting(
+            to: url, minimum: configuration.reconnectMin, maximum: configuration.reconnectMax, logger: logger
+        ) {
+            var settings = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
+            if let token = configuration.token { settings.additionalHeaders[.authorization] = "Bearer \(token)" }
+            try await WebSocketClient.connect(url: url, configuration: settings, logger: logger) { inbound, outbound, _ in
+                try await self.session(inbound: inbound, outbound: outbound)
             }
         }
     }

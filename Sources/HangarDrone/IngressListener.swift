@@ -153,15 +153,16 @@ public final class IngressListener: Sendable {
             pause = min(pause * 2, 50)
             found = drone.backend(id)
         }
-        guard let backend = found else { return .failure(.unknownBackend) }
+        let backend = found!
         if backend.current.status < .ready {
             let wake = StatusWake()
             defer { wake.close() }
-            let waiter = Task { [wake] in
+            // The task waits on until the backend's status changes (`reached` cannot be
+            // cancelled); by then the wake may be closed, and the signal is dropped.
+            Task { [wake] in
                 _ = await backend.reached(.ready)
                 wake.signal()
             }
-            defer { waiter.cancel() }
             while backend.current.status < .ready {
                 let left = readyWithin - (clock.now - start)
                 // Without an eventfd (out of descriptors), it looks every 50 ms.
@@ -187,9 +188,8 @@ public final class IngressListener: Sendable {
         return fds[0].revents & hangup != 0
     }
 
-    static func milliseconds(_ duration: Duration) -> Int {
-        Int(duration.components.seconds) * 1000 + Int(duration.components.attoseconds / 1_000_000_000_000_000) + 1
-    }
+    /// A wait for poll(2): rounded up, so that a deadline is never woken before.
+    static func milliseconds(_ duration: Duration) -> Int { Int(duration.milliseconds) + 1 }
 
     @discardableResult
     private func answer(_ client: Int32, _ line: String) -> Bool {

@@ -1,5 +1,6 @@
 import CShims
 import Glibc
+import HangarCore
 import HangarSandbox
 import Synchronization
 

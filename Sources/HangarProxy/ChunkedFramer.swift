@@ -44,8 +44,7 @@ public struct ChunkedFramer: Sendable {
         guardsTrailers = status == 400
     }
 
-    /// Trailer names a client may not send (lowercase), and prefixes.
-    static let ownedTrailers: Set<String> = ["content-length", "transfer-encoding", "host"]
+    /// Trailer prefixes a client may not send (lowercase); the names are `Messages.framing`.
     static let ownedTrailerPrefixes = ["x-verified-", "x-forwarded-"]
 
     public var step: Step {
@@ -109,7 +108,7 @@ public struct ChunkedFramer: Sendable {
                 else { throw HeadError(status, "a malformed trailer field") }
                 if guardsTrailers {
                     let name = String(decoding: text[..<colon], as: UTF8.self).lowercased()
-                    if Self.ownedTrailers.contains(name) || Self.ownedTrailerPrefixes.contains(where: name.hasPrefix) {
+                    if Messages.framing.contains(name) || Self.ownedTrailerPrefixes.contains(where: name.hasPrefix) {
                         throw HeadError(status, "a trailer field the proxy owns: \(name)")
                     }
                 }

@@ -102,19 +102,6 @@ public final class Proxy: Service {
     }
 
     private func startLoopThread(_ loop: PumpLoop) -> Bool {
-        let box = Unmanaged.passRetained(loop)
-        var thread = pthread_t()
-        let started = pthread_create(
-            &thread, nil,
-            { opaque in
-                Unmanaged<PumpLoop>.fromOpaque(opaque!).takeRetainedValue().run()
-                return nil
-            }, box.toOpaque())
-        guard started == 0 else {
-            box.release()
-            return false
-        }
-        pthread_detach(thread)
-        return true
+        startThread { loop.run() } == 0
     }
 }

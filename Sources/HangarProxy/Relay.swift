@@ -94,6 +94,8 @@ final class Relay: @unchecked Sendable {
     /// Counts route lookups, so that a late answer to an abandoned one is ignored.
     var lookups = 0
     var upstream: Upstream?
+    /// In the loop's `again` list now.
+    private var queuedAgain = false
 
     var toUpstream = Outbox()
     var toClient = Outbox()
@@ -130,6 +132,7 @@ final class Relay: @unchecked Sendable {
     // MARK: driving
 
     func drive() {
+        queuedAgain = false
         // Any event while a request is carried counts as activity (the drone's answer has
         // its own bound); a carried request silent for the idle timeout ends.
         if phase == .forwarding, upstream?.answered == true {
@@ -346,7 +349,7 @@ final class Relay: @unchecked Sendable {
                     requestSent = true
                     progress = true
                 case .blocked: break
-                case .more: loop.again.append(self)
+                case .more: again()
                 case .cutShort:
                     close()
                     return false
@@ -419,7 +422,7 @@ final class Relay: @unchecked Sendable {
                 return true
             case .blocked: return progress
             case .more:
-                loop.again.append(self)
+                again()
                 return progress
             case .cutShort, .failed, .malformed:
                 close()
@@ -515,23 +518,9 @@ final class Relay: @unchecked Sendable {
     }
 
     private func tunnel() -> Bool {
-        guard flushClient() else { return false }
-        for direction in [\Relay.tunnelUp, \Relay.tunnelDown] {
-            guard var pump = self[keyPath: direction] else { continue }
-            switch run(&pump, counting: direction == \Relay.tunnelUp ? .bytesToBackends : .bytesToClients) {
-            case .done:
-                // Its source ended: the half-close is passed on, the other side may still answer.
-                _ = hg_shutdown_write(pump.flow.to)
-                self[keyPath: direction] = nil
-                continue
-            case .blocked: break
-            case .more: loop.again.append(self)
-            case .cutShort, .failed, .malformed:
-                close()
-                return false
-            }
-            self[keyPath: direction] = pump
-        }
+        guard flushClient(), runTunnel(&tunnelUp, counting: .bytesToBackends),
+            runTunnel(&tunnelDown, counting: .bytesToClients)
+        else { return false }
         if tunnelUp == nil && tunnelDown == nil {
             close()
             return false
@@ -539,6 +528,32 @@ final class Relay: @unchecked Sendable {
         // One side has ended: the other has the idle timeout to end too.
         if (tunnelUp == nil || tunnelDown == nil) && deadline == nil { deadline = loop.now + configuration.idleTimeout }
         return false
+    }
+
+    /// One direction of a tunnel: false once the relay is closed.
+    private func runTunnel(_ direction: inout BodyPump?, counting counter: ProxyMetrics.Counter) -> Bool {
+        guard var pump = direction else { return true }
+        switch run(&pump, counting: counter) {
+        case .done:
+            // Its source ended: the half-close is passed on, the other side may still answer.
+            _ = hg_shutdown_write(pump.flow.to)
+            direction = nil
+            return true
+        case .blocked: break
+        case .more: again()
+        case .cutShort, .failed, .malformed:
+            close()
+            return false
+        }
+        direction = pump
+        return true
+    }
+
+    /// Has the loop drive it again after this turn's events (once, however often asked).
+    private func again() {
+        guard !queuedAgain else { return }
+        queuedAgain = true
+        loop.again.append(self)
     }
 
     /// Runs a pump, counting what it moved as it moves (a long stream shows in the metrics

@@ -1,5 +1,6 @@
 import CShims
 import Glibc
+import HangarCore
 import Synchronization
 
 /// Network namespaces made ahead of spawns (see CShims/netns.c): creating one is among

@@ -1,5 +1,6 @@
 import CShims
 import Glibc
+import HangarCore
 import Synchronization
 
 /// How a sandbox's init ended.

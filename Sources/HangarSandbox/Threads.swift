@@ -1,29 +1,6 @@
 import Glibc
+import HangarCore
 import Synchronization
-
-/// Runs `body` on a new detached pthread: for blocking work that must stay off Swift's
-/// cooperative pool (epoll waits, namespace creation). Returns 0 or the pthread errno.
-public func startThread(_ body: @escaping @Sendable () -> Void) -> Int32 {
-    let box = Unmanaged.passRetained(ThreadBody(body))
-    var thread = pthread_t()
-    let started = pthread_create(
-        &thread, nil,
-        { opaque in
-            Unmanaged<ThreadBody>.fromOpaque(opaque!).takeRetainedValue().body()
-            return nil
-        }, box.toOpaque())
-    if started == 0 {
-        pthread_detach(thread)
-    } else {
-        box.release()
-    }
-    return started
-}
-
-private final class ThreadBody {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-}
 
 /// Threads for blocking work, so that it never holds one of Swift's cooperative threads
 /// (as many as cores): a spawn waits for its child's setup, a readiness probe for a reply.

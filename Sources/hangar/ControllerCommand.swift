@@ -98,22 +98,18 @@ struct ControllerCommand: AsyncParsableCommand {
             let line = "hangar controller: listening on http://\(shownHost):\(bound) (cluster \(shownCluster))\n"
             _ = line.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
         }
-        let group = ServiceGroup(
-            configuration: boundedShutdown(
-                ServiceGroupConfiguration(
-                    services: [app, ControllerSweeps(controller)], gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger)))
-        try await group.run()
+        try await runUntilSignalled([app, ControllerSweeps(controller)], logger: logger)
     }
 }
 
-/// A service group whose shutdown is bounded: what has not drained 10 s after the signal
-/// (a client that keeps a stream open) is cancelled, and 5 s later the group ends anyway.
-func boundedShutdown(_ configuration: ServiceGroupConfiguration) -> ServiceGroupConfiguration {
-    var configuration = configuration
+/// Runs a role's services until SIGTERM or SIGINT, with a bounded shutdown: what has not
+/// drained 10 s after the signal (a client that keeps a stream open) is cancelled, and 5 s
+/// later the group ends anyway.
+func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
+    var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     configuration.maximumGracefulShutdownDuration = .seconds(10)
     configuration.maximumCancellationDuration = .seconds(5)
-    return configuration
+    try await ServiceGroup(configuration: configuration).run()
 }
 
 /// "host:port" split, or a clear error naming the option.

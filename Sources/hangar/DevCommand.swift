@@ -46,6 +46,10 @@ struct DevCommand: AsyncParsableCommand {
             let (_, port) = try parseAddress(value, option: option)
             if port == 0 { throw ValidationError("\(option) needs a fixed port (the other roles are told it), got 0") }
         }
+        // Checked before anything starts (the sandbox runtime sweeps its cgroups at start).
+        if IPv4Endpoint(proxy) == nil {
+            throw ValidationError("--proxy: an IPv4 address and port to listen on, got \"\(proxy.prefix(64))\"")
+        }
         if maxBackends < 1 { throw ValidationError("--max-backends must be at least 1, got \(maxBackends)") }
     }
 
@@ -111,12 +115,7 @@ struct DevCommand: AsyncParsableCommand {
             host: apiHost, port: apiPort,
             onRunning: { _ in _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) } },
             moreMetrics: { drone.metrics() + entry.renderMetrics() })
-        let group = ServiceGroup(
-            configuration: boundedShutdown(
-                ServiceGroupConfiguration(
-                    services: [app, ControllerSweeps(controller), DroneLinkService(link: link), entry],
-                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
-        try await group.run()
+        try await runUntilSignalled([app, ControllerSweeps(controller), DroneLinkService(link: link), entry], logger: logger)
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
     }
@@ -141,6 +140,6 @@ struct DroneLinkService: Service {
     let link: ControllerLink
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await link.run() }
+        await cancelWhenGracefulShutdown { await link.run() }
     }
 }

@@ -143,14 +143,8 @@ struct DroneRun: AsyncParsableCommand {
                 _ = banner.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
             },
             logger: logger)
-        var services: [any Service] = [app]
-        if let metrics {
-            services.append(try metricsListener(metrics, option: "--metrics", logger: logger) { drone.metrics() })
-        }
-        let group = ServiceGroup(
-            configuration: boundedShutdown(
-                ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
-        try await group.run()
+        try await runUntilSignalled(
+            [app] + metricsListener(metrics, option: "--metrics", logger: logger) { drone.metrics() }, logger: logger)
         for backend in drone.running { backend.terminate(.external) }
         for backend in drone.allBackends { _ = await backend.terminated() }
     }

@@ -101,13 +101,7 @@ struct ProxyCommand: AsyncParsableCommand {
         }
         let line = "hangar proxy: listening on http://\(host):\(proxy.port) (cluster \(cluster)), controller \(controller)\n"
         _ = line.utf8CString.withUnsafeBufferPointer { write(1, $0.baseAddress, $0.count - 1) }
-        var services: [any Service] = [proxy]
-        if let metrics {
-            services.append(try metricsListener(metrics, option: "--metrics", logger: logger) { proxy.renderMetrics() })
-        }
-        let group = ServiceGroup(
-            configuration: boundedShutdown(
-                ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)))
-        try await group.run()
+        try await runUntilSignalled(
+            [proxy] + metricsListener(metrics, option: "--metrics", logger: logger) { proxy.renderMetrics() }, logger: logger)
     }
 }

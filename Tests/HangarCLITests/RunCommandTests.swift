@@ -86,6 +86,7 @@ struct RunCommandTests {
         (["ws", "ws://127.0.0.1:1/x"], 1, "hangar ws:"),
         (["dev", "--api", "127.0.0.1:0"], 64, "--api needs a fixed port"),
         (["dev", "--proxy", "localhost"], 64, "--proxy takes host:port"),
+        (["dev", "--proxy", "localhost:9090"], 64, "--proxy: an IPv4 address and port to listen on"),
         (["ws", "ftp://x"], 64, "the URL must start with ws://, wss://, http:// or https://"),
         (["drone", "--data-root", "data"], 64, "--data-root must be an absolute path or none"),
         (["drone", "--data-root", "/proc/no/such", "--state", ":memory:", "--socket", "/tmp/hangar-never.sock"], 1,

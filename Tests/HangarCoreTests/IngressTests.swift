@@ -50,17 +50,20 @@ struct IngressTests {
         #expect(first != second)
         #expect(try IngressPreface.verify(second, secret: secret, now: 1_800_000_001, replays: replays).get() == backend)
         // Generations: a nonce is remembered at least 2 × window after it was taken.
+        let (n1, n2, n3) = (String(repeating: "1", count: 32), String(repeating: "2", count: 32), String(repeating: "3", count: 32))
         let guardOnly = ReplayGuard(window: 60, capacity: 100)
-        #expect(guardOnly.firstUse(of: "n1", now: 1000))
-        #expect(!guardOnly.firstUse(of: "n1", now: 1119))
-        #expect(guardOnly.firstUse(of: "n2", now: 1120))  // a new generation: n1 is in the previous one
-        #expect(!guardOnly.firstUse(of: "n1", now: 1239))
-        #expect(guardOnly.firstUse(of: "n3", now: 1240))  // n1's generation is dropped now
-        #expect(guardOnly.firstUse(of: "n1", now: 1241), "long past any window: (its preface would be expired anyway)")
+        #expect(!guardOnly.firstUse(of: "n1", now: 1000), "not a nonce: refused")
+        #expect(guardOnly.firstUse(of: n1, now: 1000))
+        #expect(!guardOnly.firstUse(of: n1, now: 1119))
+        #expect(guardOnly.firstUse(of: n2, now: 1120))  // a new generation: n1 is in the previous one
+        #expect(!guardOnly.firstUse(of: n1, now: 1239))
+        #expect(guardOnly.firstUse(of: n3, now: 1240))  // n1's generation is dropped now
+        #expect(guardOnly.firstUse(of: n1, now: 1241), "long past any window: (its preface would be expired anyway)")
         // Full: refused, never grown past its bound.
+        let (na, nb, nc) = (String(repeating: "a", count: 32), String(repeating: "b", count: 32), String(repeating: "c", count: 32))
         let full = ReplayGuard(window: 60, capacity: 2)
-        #expect(full.firstUse(of: "a", now: 0) && full.firstUse(of: "b", now: 0))
-        #expect(!full.firstUse(of: "c", now: 1))
+        #expect(full.firstUse(of: na, now: 0) && full.firstUse(of: nb, now: 0))
+        #expect(!full.firstUse(of: nc, now: 1))
     }
 
     @Test("the drone's answer: OK, NO with a known reason, an unknown reason as unreachable, anything else malformed")

@@ -47,6 +47,8 @@ struct LogLineTests {
 
     @Test("text: TIME LEVEL LOGGER: MESSAGE key=value, a value quoted when it needs to be, nothing forged")
     func text() {
+        #expect(Self.record(["error": "locked"]).json.hasSuffix(#","error":"locked"}"#), "metadata's error is the error field")
+        #expect(Self.record(["key": "abc\u{202E}fed"]).text.hasSuffix(#"key="abc\u202efed""#), "a bidi override is escaped")
         let plain = Self.record(["backend.id": "bk-0123456789abcdef", "key": "doc-1", "empty": ""]).text
         #expect(plain == #"1970-01-01T00:00:00.000Z notice hangar.drone: backend ready backend.id=bk-0123456789abcdef empty="" key=doc-1"#)
         let hostile = Self.record(["key": .string(Self.hostile)], message: "refused\r\u{1b}[1A").text

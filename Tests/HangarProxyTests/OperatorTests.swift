@@ -205,6 +205,8 @@ struct OperatorTests {
     func logEnvironment() async throws {
         let format = try await HangarProcess.run(["controller", "--store", ":memory:"], environment: ["HANGAR_LOG_FORMAT": "yaml"])
         #expect(format.status == 64 && format.stderr.contains("HANGAR_LOG_FORMAT (from the environment): \"yaml\" is not one of text, json"), "\(format)")
+        let short = try await HangarProcess.run(["proxy"], environment: ["HANGAR_INGRESS_SECRET": "short"])
+        #expect(short.status == 64 && short.stderr.contains("HANGAR_INGRESS_SECRET (the drones' ingress secret, at least 16 bytes)"), "\(short)")
         let level = try await HangarProcess.run(["proxy"], environment: ["HANGAR_LOG_LEVEL": "chatty"])
         #expect(level.status == 64 && level.stderr.contains("HANGAR_LOG_LEVEL (from the environment): \"chatty\""), "\(level)")
     }
