@@ -46,7 +46,9 @@ struct BodyPump {
     /// The body ends when the source does (a response without a length).
     let untilEnd: Bool
 
-    init(_ framing: BodyFraming, from: Int32, to: Int32, pipe: Pipe, refusingWith status: Int) {
+    /// A pump of a body framed by `framing`; a malformed one is refused with `status`. A
+    /// client's chunked body has its trailers guarded (`ChunkedFramer`).
+    init(_ framing: BodyFraming, from: Int32, to: Int32, pipe: Pipe, refusingWith status: Int, fromClient: Bool = false) {
         flow = hg_flow(
             from: from, to: to, pipe_read: pipe.read, pipe_write: pipe.write, buffered: 0, remaining: 0, moved: 0)
         capacity = pipe.capacity
@@ -54,7 +56,7 @@ struct BodyPump {
         switch framing {
         case .none: break
         case .length(let length): flow.remaining = length
-        case .chunked: framer = ChunkedFramer(refusingWith: status)
+        case .chunked: framer = ChunkedFramer(refusingWith: status, guardingTrailers: fromClient)
         case .untilClose: flow.remaining = -1
         }
     }

@@ -37,11 +37,11 @@ public struct ChunkedFramer: Sendable {
     /// A client's body: trailers the proxy owns are refused.
     let guardsTrailers: Bool
 
-    /// A framer for a request's body (`refusingWith: 400`: trailers are guarded too) or
-    /// a response's (502).
-    public init(refusingWith status: Int) {
+    /// A framer for a request's body (`refusingWith: 400`, `guardingTrailers: true`) or a
+    /// response's (502).
+    public init(refusingWith status: Int, guardingTrailers: Bool = false) {
         self.status = status
-        guardsTrailers = status == 400
+        guardsTrailers = guardingTrailers
     }
 
     /// Trailer prefixes a client may not send (lowercase); the names are `Messages.framing`.

@@ -116,7 +116,7 @@ final class LogBudget: Sendable {
 public final class ProxyMetrics: @unchecked Sendable {
     public enum Counter: Int, CaseIterable, Sendable {
         case connections, requests, tunnels, refusedConnections, acceptFailures, bytesToBackends, bytesToClients
-        case upstreamConnections
+        case upstreamConnections, smallPipes
 
         var name: String {
             switch self {
@@ -128,6 +128,7 @@ public final class ProxyMetrics: @unchecked Sendable {
             case .bytesToBackends: "hangar_proxy_bytes_to_backends_total"
             case .bytesToClients: "hangar_proxy_bytes_to_clients_total"
             case .upstreamConnections: "hangar_proxy_upstream_connections_total"
+            case .smallPipes: "hangar_proxy_small_pipes_total"
             }
         }
 
@@ -141,6 +142,7 @@ public final class ProxyMetrics: @unchecked Sendable {
             case .bytesToBackends: "Bytes sent to backends: request heads, bodies, tunnel traffic."
             case .bytesToClients: "Bytes sent to clients: response heads, bodies, tunnel traffic, the proxy's own replies."
             case .upstreamConnections: "Connections opened to drones' ingress ports."
+            case .smallPipes: "Pipes the kernel made smaller than asked (pipe-max-size, or pipe-user-pages-soft without CAP_SYS_RESOURCE)."
             }
         }
     }

@@ -281,7 +281,7 @@ final class Relay: @unchecked Sendable {
                 dropUpstream()
                 return reply(503, "the proxy is out of pipes", keepAlive: false)
             }
-            requestBody = BodyPump(head.body, from: client, to: upstream.fd, pipe: pipe, refusingWith: 400)
+            requestBody = BodyPump(head.body, from: client, to: upstream.fd, pipe: pipe, refusingWith: 400, fromClient: true)
         }
         toUpstream.bytes += Messages.request(head, target: target, route: route, peer: peer, scheme: configuration.scheme)
         requestSent = false
@@ -632,7 +632,12 @@ final class Relay: @unchecked Sendable {
 
     /// The pipe in `slot`, made now if there is none.
     private func pipe(_ slot: inout Pipe?) -> Pipe? {
-        if slot == nil { slot = Pipe(size: configuration.pipeSize) }
+        if slot == nil {
+            slot = Pipe(size: configuration.pipeSize)
+            // Smaller than asked: over fs.pipe-max-size, or past the user's
+            // fs.pipe-user-pages-soft without CAP_SYS_RESOURCE. It works, more slowly.
+            if let made = slot, made.capacity < configuration.pipeSize { core.metrics.add(.smallPipes) }
+        }
         return slot
     }
 

@@ -112,6 +112,14 @@ func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
     try await ServiceGroup(configuration: configuration).run()
 }
 
+/// HANGAR_CONTROLLER_TOKEN as a drone or a proxy sends it: unset, or at least 16 bytes
+/// (what the controller accepts), checked before the role starts.
+func checkControllerToken() throws {
+    if let token = getenv("HANGAR_CONTROLLER_TOKEN"), strlen(token) < 16 {
+        throw ValidationError("HANGAR_CONTROLLER_TOKEN: at least 16 bytes (the controller's token), got \(strlen(token))")
+    }
+}
+
 /// "host:port" split, or a clear error naming the option.
 func parseAddress(_ text: String, option: String) throws -> (String, Int) {
     guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port),

@@ -78,6 +78,7 @@ struct DroneRun: AsyncParsableCommand {
         if let controller, !isHTTPURL(controller) {
             throw ValidationError("--controller takes an http:// or https:// URL, got \"\(controller)\"")
         }
+        if controller != nil { try checkControllerToken() }
         for (option, value) in [("--name", name), ("--cluster", cluster), ("--pool", pool.isEmpty ? nil : pool)] {
             guard let value else { continue }
             do {

@@ -43,8 +43,8 @@ struct ProxyBench: AsyncParsableCommand {
         if !(100...10_000_000).contains(roundTrips) { throw ValidationError("--round-trips must be 100...10000000, got \(roundTrips)") }
         if !(1...64).contains(loops) { throw ValidationError("--loops must be 1...64, got \(loops)") }
         let unknown = Set(contenders).subtracting(["direct", "hangar", "haproxy"])
-        if !unknown.isEmpty || contenders.isEmpty {
-            throw ValidationError("--only: direct, hangar and/or haproxy, got \"\(only)\"")
+        if !unknown.isEmpty || contenders.isEmpty || Set(contenders).count != contenders.count {
+            throw ValidationError("--only: direct, hangar and/or haproxy, each once, got \"\(only)\"")
         }
     }
 

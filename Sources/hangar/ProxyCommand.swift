@@ -62,6 +62,7 @@ struct ProxyCommand: AsyncParsableCommand {
         if !(1...3600).contains(readyTimeout) { throw ValidationError("--ready-timeout: from 1 to 3600 seconds, got \(readyTimeout)") }
         // The rest of the settings' rules (scheme, root redirect) before the secret's.
         _ = try settings(secret: [UInt8](repeating: 0, count: 16))
+        try checkControllerToken()
         if (getenv("HANGAR_INGRESS_SECRET").map { strlen($0) } ?? 0) < 16 {
             throw ValidationError("the proxy needs HANGAR_INGRESS_SECRET (the drones' ingress secret, at least 16 bytes)")
         }

@@ -68,6 +68,8 @@ struct RunCommandTests {
         (["bench", "connect", "--keys", "0"], 64, "--keys must be 1...1000000"),
         (["bench", "proxy", "--stream-gib", "0"], 64, "--stream-gib must be 1...64"),
         (["bench", "proxy", "--only", "nginx"], 64, "--only: direct, hangar and/or haproxy"),
+        (["bench", "proxy", "--only", "hangar,hangar"], 64, "--only: direct, hangar and/or haproxy, each once"),
+        (["bench", "proxy", "--websocket-mib", "0"], 64, "--websocket-mib must be 1...4096"),
         (["bench", "proxy", "--round-trips", "5"], 64, "--round-trips must be 100...10000000"),
         (["proxy"], 64, "the proxy needs HANGAR_INGRESS_SECRET"),
         (["proxy", "--controller", "ftp://x"], 64, "--controller takes an http:// or https:// URL"),
